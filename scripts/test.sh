@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every check of `make test`, in order; stops at the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+# hash of everything nbdev may write: the package and the notebooks (works without git too)
+tree_hash() { find cascade_lab nbs -type f -not -path '*/__pycache__/*' -not -path '*/.ipynb_checkpoints/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum; }
+
+step() { echo; echo "== $*"; }
+
+step "nbdev-export leaves the tree unchanged (cascade_lab/ is in sync with nbs/)"
+before=$(tree_hash); nbdev-export; after=$(tree_hash)
+if [[ $before != "$after" ]]; then
+  echo "FAIL: nbdev-export changed files: cascade_lab/ was out of sync with the notebooks."
+  echo "      Edit the notebooks (never cascade_lab/ by hand), run nbdev-export and commit both."
+  exit 1
+fi
+
+step "nbdev-clean leaves the tree unchanged (notebooks are clean)"
+before=$(tree_hash); nbdev-clean; after=$(tree_hash)
+if [[ $before != "$after" ]]; then
+  echo "FAIL: nbdev-clean changed notebooks: run nbdev-clean and commit the result."
+  exit 1
+fi
+
+step "nbdev-test (cells flagged slow or gpu are skipped)"
+nbdev-test --n_workers 2
+
+step "pytest tests/"
+python -m pytest tests/ -q -p no:cacheprovider "$@"
