@@ -24,7 +24,7 @@ if [[ $before != "$after" ]]; then
 fi
 
 step "nbdev-test (cells flagged slow or gpu are skipped)"
-nbdev-test --n_workers 2
+nbdev-test --n-workers 2
 
 step "pytest tests/"
 python -m pytest tests/ -q -p no:cacheprovider "$@"
