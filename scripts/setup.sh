@@ -10,7 +10,8 @@ if [[ ! -x $VENV/bin/python ]]; then
   echo "cascade-lab setup: creating $VENV with $($PY --version)"
   "$PY" -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# (this machine's pip config names local package folders that may not exist: drop pip's notes about them)
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
 
 # Skip the install when nothing it depends on changed since the last successful one.
 stamp=$VENV/.cascade-lab-setup
