@@ -1,0 +1,55 @@
+"""The kernel workbench scripts as CI can run them, on a CPU: `kernels/bench_moe.py --cpu` (the torch experts
+backends, and our Triton kernels under the interpreter, must agree), `kernels/bench_moe.py --dry-run-cpu`
+(the GPU mode's code at tiny shapes) and `kernels/tune_moe.py` (must refuse: tuning needs a GPU). Each runs
+in a subprocess, as a person runs it; about 45 s in all."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+ON_GPU = torch.cuda.is_available()
+
+
+def run(*args, timeout=120, **env):
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout, env=e)
+
+
+def test_bench_cpu_short_mode_agrees():
+    r = run("kernels/bench_moe.py", "--cpu", TRITON_INTERPRET="1")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    assert "CPU timings say NOTHING about GPU performance" in out
+    lines = [ln for ln in out.splitlines() if ln.startswith("AGREE ")]
+    for T in (1, 8, 64):
+        for b in ("eager", "batched_mm", "grouped_mm"):
+            assert any(f"T={T} {b} vs moe_reference" in ln and ln.endswith(" OK") for ln in lines), (T, b, out)
+    # with the interpreter on, our kernels (both paths, and the registered backend) are checked too
+    assert any("fused_moe GEMV path (interpreter)" in ln and ln.endswith(" OK") for ln in lines), out
+    assert any("fused_moe grouped-GEMM path (interpreter)" in ln and ln.endswith(" OK") for ln in lines), out
+    assert any("cascade_triton backend (interpreter) vs eager" in ln and ln.endswith(" OK") for ln in lines), out
+    assert not any(ln.endswith(" FAIL") for ln in lines)
+    assert f"all {len(lines)} agreement checks passed" in out
+
+
+@pytest.mark.skipif(ON_GPU, reason="on a GPU machine tune_moe.py tunes instead of refusing")
+def test_tune_refuses_without_a_gpu():
+    r = run("kernels/tune_moe.py", timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "tuning needs a CUDA GPU" in r.stderr
+    assert "gpu_check.sh" in r.stderr
+    assert not list((REPO / "cascade_lab" / "kernels" / "configs").glob("*device_name=cpu*.json"))
+
+
+def test_bench_gpu_code_dry_run_on_cpu(tmp_path):
+    # the GPU mode's table, goals and markdown, at tiny shapes on CPU under the interpreter (both kernel paths)
+    res = tmp_path / "RESULTS.md"
+    r = run("kernels/bench_moe.py", "--dry-run-cpu", "--no-decode", "--tokens", "1,64", "--results", str(res))
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "GOAL PASS ours matches moe_reference" in r.stdout
+    text = res.read_text()
+    assert "DRY RUN" in text and "| T | experts touched | ours us |" in text and "## Goals" in text
