@@ -1,6 +1,9 @@
 """`cascade_lab.model.load_model` on a tiny NemotronH checkpoint written in the real Hugging Face layout, and
 every refusal it makes, each checked on its message. CPU only, no network."""
 import fnmatch
+import os
+import subprocess
+import sys
 import json
 import shutil
 from pathlib import Path
@@ -360,11 +363,26 @@ def test_bad_cache_budget(ckpt, budget):
         load_model(ckpt[0], device="cpu", cache_budget_gb=budget)
 
 
-def test_no_demo_model_yet():
-    with pytest.raises(ModelLoadError) as e:
+def test_missing_demo_model_files(tmp_path, monkeypatch):
+    import cascade_lab.demo
+    monkeypatch.setattr(cascade_lab.demo, "DEMO_DIR", tmp_path / "demo_model")
+    with pytest.raises(CheckpointNotFoundError) as e:
         load_model()
     m = str(e.value)
-    assert "no demo model is shipped yet" in m and HUB_ID in m and "checkpoint directory" in m
+    assert "demo model is missing" in m and "cascade-lab train-demo" in m and HUB_ID in m
+
+
+def test_demo_model_loads_offline_in_a_fresh_interpreter():
+    # what a user on a laptop does first: no network, no argument
+    code = ("import time; t = time.perf_counter(); from cascade_lab.model import load_model; t1 = time.perf_counter(); "
+            "m, tok = load_model(); t2 = time.perf_counter(); "
+            "print(type(m).__name__, m.device, tok.convert_tokens_to_ids('<|im_end|>'), f'{t1 - t:.2f} {t2 - t1:.2f}')")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    name, device, im_end, import_s, load_s = r.stdout.split()
+    assert (name, device, im_end) == ("NemotronHForCausalLM", "cpu", "11")
+    print(f"import {import_s} s, load_model() {load_s} s")
 
 
 def test_inspect_reports_the_checkpoint(ckpt):

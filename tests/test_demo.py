@@ -1,0 +1,124 @@
+"""The demo model's pieces: problems and their answers, the training data, the tokenizer and its chat template
+(which must agree with `render_chat`), a short training run, and the shipped model's files."""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from cascade_lab.chat import PYTHON_TOOL, render_chat
+from cascade_lab.demo import (DEMO_DIR, SEEDS, SPECIAL_IDS, TIR_INSTRUCTION, Conversation, TrainSettings, build_tokenizer,
+                              encode_examples, last_boxed, make_conversations, make_problem, make_problems, run_python,
+                              tool_code, training_examples, train_demo)
+
+
+def test_problems_are_deterministic_varied_and_exact():
+    a, b = make_problems(200, seed=1), make_problems(200, seed=1)
+    assert a == b and a != make_problems(200, seed=2)
+    assert len({p["question"] for p in a}) == 200
+    for p in a:
+        assert set(p) == {"question", "answer"} and p["answer"].lstrip("-").isdigit()
+    # every answer is what the problem's own code prints (the formulas are right)
+    rng = random.Random(5)
+    for _ in range(30):
+        p = make_problem(rng)
+        assert run_python(tool_code(p)) == str(p.answer)
+
+
+def test_seeds_are_disjoint():
+    sets = {k: {p["question"] for p in make_problems(300, s)} for k, s in SEEDS.items()}
+    assert len(set(SEEDS.values())) == 3
+    # held-out problems are overwhelmingly new (short templates can coincide by chance)
+    assert len(sets["eval"] & sets["train"]) < 10
+
+
+def test_training_examples_target_exactly_the_generated_text():
+    for conv in make_conversations(60, seed=3):
+        for ex in training_examples(conv):
+            for a, b in ex.targets:
+                assert ex.text[b] == "\n" and ex.text[b - len("<|im_end|>"):b] == "<|im_end|>"
+                assert ex.text[:a].endswith("<|im_start|>assistant\n<think>\n" if conv.thinking else
+                                            "<|im_start|>assistant\n<think></think>")
+
+
+def test_kinds_and_tir_format():
+    convs = make_conversations(400, seed=4)
+    kinds = {c.kind for c in convs}
+    assert kinds == {"tir", "thinking", "instruct", "multi"}
+    tir = next(c for c in convs if c.kind == "tir")
+    text = training_examples(tir)[0].text
+    assert TIR_INSTRUCTION in text and "<function=stateful_python_code_exec>" in text and "<tool_response>" in text
+    assert render_chat([], [PYTHON_TOOL]) in text      # the seed card's tool system prompt
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    texts = [e.text for c in make_conversations(300, seed=9) for e in training_examples(c)]
+    return build_tokenizer(texts)
+
+
+def test_tokenizer_special_tokens_and_digits(tokenizer):
+    for tok, i in SPECIAL_IDS.items():
+        assert tokenizer.convert_tokens_to_ids(tok) == i
+    for t in ["<|im_start|>", "<|im_end|>", "<think>", "</think>", "<tool_call>", "</tool_call>"]:
+        assert len(tokenizer(t, add_special_tokens=False).input_ids) == 1
+    ids = tokenizer("x = 1234", add_special_tokens=False).input_ids
+    assert [tokenizer.decode([i]) for i in ids][-4:] == ["1", "2", "3", "4"]
+    text = "héllo 日本 \\boxed{42} <tool_call>\n"
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
+
+
+def test_shipped_tokenizer_template_agrees_with_render_chat(tokenizer):
+    # the same hand-written conversations the parity tests use, minus the forms a Jinja template cannot take
+    from test_chat_parity import CASES
+    checked = 0
+    for name, (messages, tools) in CASES.items():
+        msgs = [{k: v for k, v in m.items() if v is not None} for m in messages]
+        if not msgs or any(isinstance(c.get("function", c).get("arguments"), str)
+                           for m in msgs for c in (m.get("tool_calls") or [])):
+            continue
+        for opts in ({}, {"add_generation_prompt": True}, {"add_generation_prompt": True, "enable_thinking": False},
+                     {"truncate_history_thinking": False}):
+            try: want = render_chat(msgs, tools, **opts)
+            except ValueError: continue
+            assert tokenizer.apply_chat_template(msgs, tools=tools, tokenize=False, **opts) == want, (name, opts)
+            checked += 1
+    assert checked > 150
+
+
+def test_encode_examples_masks_all_but_the_targets(tokenizer):
+    conv = make_conversations(1, seed=0)[0]
+    ex = training_examples(conv)[0]
+    (ids, labels), = encode_examples(tokenizer, [ex])
+    kept = tokenizer.decode([t for t, l in zip(ids, labels) if l != -100])
+    assert kept.endswith("<|im_end|>") and "<|im_start|>user" not in kept and "<|im_start|>system" not in kept
+
+
+def test_short_training_run_writes_a_loadable_model(tmp_path):
+    log = train_demo(tmp_path, TrainSettings(steps=4, batch_size=4, conversations=80), progress=False)
+    assert len(log["loss"]) == 4 and all(l > 0 for l in log["loss"])
+    from cascade_lab.model import load_model
+    model, tok = load_model(tmp_path, device="cpu")
+    biases = [m.e_score_correction_bias for m in model.modules() if hasattr(m, "e_score_correction_bias")]
+    assert len(biases) == 3 and all(b.abs().sum() > 0 for b in biases)   # balancing moved the biases
+    assert json.loads((tmp_path / "training.json").read_text())["settings"]["steps"] == 4
+    assert model.generation_config.eos_token_id == [2, 11]
+
+
+def test_shipped_demo_model_files():
+    assert (DEMO_DIR / "config.json").is_file() and (DEMO_DIR / "README.md").is_file()
+    size = sum(f.stat().st_size for f in DEMO_DIR.iterdir())
+    assert size <= 15 * 2 ** 20, f"the shipped demo model is {size / 2**20:.1f} MB (limit 15 MB)"
+    card = (DEMO_DIR / "README.md").read_text()
+    assert "NOT Nemotron-Cascade-2" in card and "Measured quality" in card
+
+
+def test_last_boxed():
+    assert last_boxed("a \\boxed{1} then \\boxed{ 42 }") == "42" and last_boxed("none") is None
+
+
+def test_run_python_reports_errors_and_timeouts():
+    assert "ZeroDivisionError" in run_python("1/0")
+    assert run_python("while True: pass", timeout=1) == "Execution timed out after 1 seconds"
+    assert run_python("print('x' * 5000)").endswith("<output cut>")
