@@ -19,7 +19,8 @@ def test_entry_point_is_installed():
 
 def test_help_lists_subcommands():
     r = run("--help")
-    assert r.returncode == 0 and "usage: cascade-lab" in r.stdout and "demo" in r.stdout
+    assert r.returncode == 0 and "usage: cascade-lab" in r.stdout
+    for cmd in ("demo", "format", "train-demo", "eval-demo"): assert cmd in r.stdout
 
 
 def test_version():
@@ -28,8 +29,8 @@ def test_version():
     assert r.returncode == 0 and r.stdout.strip() == f"cascade-lab {__version__}"
 
 
-def test_demo_shows_the_format_and_round_trips():
-    r = run("demo")
+def test_format_shows_the_format_and_round_trips():
+    r = run("format")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     # both generation prompts of the seed card, the tool prompt, the parsed call and the round trip
@@ -39,15 +40,40 @@ def test_demo_shows_the_format_and_round_trips():
     assert "byte for byte: True" in out and r.stderr == ""
 
 
+def test_demo_solves_a_problem_with_the_tool():
+    # the main job (`make demo`): the shipped demo model, its Python tool, every step shown
+    r = run("demo")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "NOT Nemotron-Cascade-2" in out
+    for part in ("=== problem", "step 1: thinking", "step 1: tool call stateful_python_code_exec", "step 1: tool output",
+                 "=== answer", "boxed answer:"):
+        assert part in out, part
+    assert "(expected " in out and ": correct)" in out       # the held-out problem it shows is one it solves
+    assert "falling back" not in r.stderr                     # transformers' notes are kept out of the way
+
+
+def test_demo_with_a_question_of_ones_own():
+    r = run("demo", "--question", "Ava has 20 marbles, buys 15 more and gives 5 to a friend. How many marbles does Ava have now?")
+    assert r.returncode == 0 and "tool output" in r.stdout and "boxed answer: 30" in r.stdout
+
+
 @pytest.mark.parametrize("args, needle", [((), "usage: cascade-lab"), (("nosuch",), "invalid choice: 'nosuch'"),
-                                          (("demo", "--bogus"), "unrecognized arguments: --bogus")])
+                                          (("format", "--bogus"), "unrecognized arguments: --bogus"),
+                                          (("eval-demo", "-n", "x"), "invalid int value: 'x'")])
 def test_bad_usage_exits_2_with_a_message(args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr and r.stdout == ""
 
 
-def test_python_dash_m_is_not_required_but_main_is_importable():
+def test_a_missing_model_directory_is_one_clear_line(tmp_path):
+    r = run("eval-demo", "--model", str(tmp_path / "nope"), "-n", "1")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("cascade-lab eval-demo: no checkpoint at") and "does not exist" in r.stderr
+
+
+def test_main_is_importable():
     # the entry point is a plain function: notebooks and scripts can call it
-    r = subprocess.run([sys.executable, "-c", "from cascade_lab.cli import main; raise SystemExit(main(['demo']))"],
+    r = subprocess.run([sys.executable, "-c", "from cascade_lab.cli import main; raise SystemExit(main(['format']))"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "round trip" in r.stdout
