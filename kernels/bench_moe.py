@@ -589,6 +589,19 @@ def decode_bench(cfg_dict: dict, dtype, device, batches, prompt_len: int, new_to
                              "ms_per_step": (tn - t1) / max(new_tokens - 1, 1) * 1e3, "seconds": tn})
                 say(f"decode: batch {B:<3d} {name:<15s} {steady:9.1f} tokens/s ({(tn - t1) / max(new_tokens - 1, 1) * 1e3:.1f} "
                     f"ms/step; {new_tokens} tokens in {tn:.2f} s incl. prefill)")
+                if name == backends[0]:         # the same run with every token's routing recorded on the device
+                    from cascade_lab.routing import RoutingRecorder
+                    with RoutingRecorder(model, capacity=prompt_len + new_tokens + 8):
+                        t = time.perf_counter()
+                        gen(new_tokens)
+                        sync(device)
+                        tr = time.perf_counter() - t
+                    rows.append({"batch": B, "backend": f"{name} + routing", "tokens_per_s": B * (new_tokens - 1) / max(tr - t1, 1e-9),
+                                 "end_to_end_tokens_per_s": B * new_tokens / tr,
+                                 "ms_per_step": (tr - t1) / max(new_tokens - 1, 1) * 1e3, "seconds": tr})
+                    notes.append(f"batch {B}: recording the routing of every token costs {tr / tn - 1:+.1%} of the "
+                                 f"decode time with {name} (goal: at most 5 %)")
+                    say(f"decode: batch {B:<3d} {name} + routing recorder: {tr / tn - 1:+.1%} time")
             except Exception as e:
                 notes.append(f"batch {B} {name}: {first_line(e)}")
                 say(f"decode: batch {B} {name}: FAILED {first_line(e)}")
