@@ -1,0 +1,256 @@
+"""The sandbox's limits and faults, each followed by a check that the session still works.
+
+These run a real ipykernel through the same launcher users get. As root (CI) every limit is enforced by
+cgroups and a network namespace; elsewhere the tests check what `Isolation` says is enforced."""
+import os
+import socket
+import time
+
+import pytest
+
+from cascade_lab.sandbox import ExecResult, Isolation, PythonSandbox, SandboxError, scrub_env
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def sb():
+    os.environ["CASCADE_TEST_API_TOKEN"] = "tok-should-not-leak"
+    os.environ["CASCADE_TEST_SECRET"] = "secret-should-not-leak"
+    s = PythonSandbox(timeout=20, memory_mb=768, max_processes=64, interrupt_grace=2)
+    s.start()
+    yield s
+    s.close()
+    for k in ("CASCADE_TEST_API_TOKEN", "CASCADE_TEST_SECRET"): os.environ.pop(k, None)
+
+
+def healthy(sb):
+    "The session answers, handles a large output, and can start a process."
+    r = sb.run("print(6 * 7)")
+    assert (r.output, r.error) == ("42", None), r
+    r = sb.run("print('z' * 1_000_000)")
+    assert r.output == "z" * sb.max_output_chars + "<output cut>" and r.truncated, r.output[-200:]
+    r = sb.run("import subprocess; print(subprocess.run(['echo', 'child ok'], capture_output=True, text=True).stdout)")
+    assert r.output == "child ok", r
+
+
+def enforced(sb, what):
+    return not getattr(sb.isolation, what).startswith(("NOT", "rlimit RLIMIT_NPROC")) or pytest.skip(f"{what}: {getattr(sb.isolation, what)}")
+
+
+def test_isolation_is_reported(sb):
+    iso = sb.isolation
+    assert isinstance(iso, Isolation) and str(iso) in repr(sb)
+    r = sb.run("1")
+    assert r.isolation == str(iso) and str(iso) in repr(r)
+    if os.getuid() == 0 and os.path.isdir("/sys/fs/cgroup"):
+        assert iso.complete, f"as root every limit should be enforced here: {iso}"
+
+
+def test_infinite_loop_is_interrupted_and_state_kept(sb):
+    sb.run("keep = 'still here'")
+    r = sb.run("while True: pass", timeout=1)
+    assert r.timed_out and not r.restarted and r.output == "Execution timed out after 1 seconds"
+    assert 1 <= r.duration_s < 3
+    assert sb.run("print(keep)").output == "still here"
+    healthy(sb)
+
+
+def test_loop_ignoring_sigint_restarts(sb):
+    sb.run("keep = 1")
+    code = "import signal\nsignal.signal(signal.SIGINT, lambda *a: None)\nwhile True: pass"
+    r = sb.run(code, timeout=1)
+    assert r.timed_out and r.restarted and "Execution timed out after 1 seconds" in r.output and "state was lost" in r.output
+    assert sb.run("keep").error == "NameError: name 'keep' is not defined"
+    healthy(sb)
+
+
+def test_restart_on_timeout_mimics_the_harness():
+    with PythonSandbox(timeout=1, restart_on_timeout=True) as s:
+        s.run("v = 3")
+        r = s.run("import time; time.sleep(10)")
+        assert r.timed_out and r.restarted and r.output.startswith("Execution timed out after 1 seconds")
+        assert s.run("v").error.startswith("NameError")
+
+
+@pytest.mark.parametrize("code,cause", [
+    ("import os; os._exit(3)", "it exited with status 3"),
+    ("import ctypes; ctypes.string_at(0)", "it was killed by SIGSEGV (a crash in native code)"),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "it was killed by SIGKILL"),
+])
+def test_dying_kernel_is_reported_and_replaced(sb, code, cause):
+    pid = sb.kernel_pid
+    r = sb.run(code)
+    assert r.restarted and r.error == f"the Python process died: {cause}" and "state was lost" in r.output
+    assert sb.kernel_pid != pid
+    healthy(sb)
+
+
+def test_memory_bomb_kills_only_the_kernel(sb):
+    enforced(sb, "memory")
+    host_pid = os.getpid()
+    r = sb.run("blocks = []\nwhile True: blocks.append(b'x' * (64 << 20))")
+    assert os.getpid() == host_pid
+    assert r.error is not None and (r.restarted or r.error.startswith("MemoryError")), r
+    if r.restarted: assert "out of memory (limit 768 MB)" in r.error, r.error
+    healthy(sb)
+
+
+def test_one_large_allocation(sb):
+    enforced(sb, "memory")
+    r = sb.run("x = bytearray(2 << 30); x[::4096] = b'y' * len(x[::4096])")
+    assert r.error is not None, r
+    healthy(sb)
+
+
+def test_spawn_flood_is_refused_and_cleaned_up(sb):
+    enforced(sb, "processes")
+    code = ("import subprocess\nps = []\ntry:\n    for i in range(500): ps.append(subprocess.Popen(['sleep', '60']))\n"
+            "except OSError as e: print('refused after', len(ps))")
+    r = sb.run(code)
+    assert r.output.startswith("refused after ") and int(r.output.split()[2].rstrip("\n")) < 64, r.output
+    assert "Starting more processes was refused (limit: 64 tasks)" in r.output
+    assert sb._res.cgroups.pids_inside() == {sb.kernel_pid}     # the sleeps were stopped
+    healthy(sb)
+
+
+def test_fork_bomb(sb):
+    enforced(sb, "processes")
+    r = sb.run("import os\nwhile True:\n    if os.fork() == 0:\n        while True: pass", timeout=5)
+    assert r.error is not None, r
+    assert sb._res.cgroups.pids_inside() <= {sb.kernel_pid}
+    healthy(sb)
+
+
+def test_megabytes_of_output(sb):
+    t = time.perf_counter()
+    r = sb.run("for i in range(300_000): print(i)")
+    assert r.truncated and r.output.startswith("0\n1\n2\n") and r.output.endswith("<output cut>")
+    assert len(r.output) == sb.max_output_chars + len("<output cut>")
+    assert time.perf_counter() - t < 30
+    r = sb.run("print('x' * 30_000_000)")
+    assert r.truncated and len(r.output) == sb.max_output_chars + len("<output cut>")
+    healthy(sb)
+
+
+def test_invalid_utf8_on_stdout(sb):
+    r = sb.run("import os, sys\nos.write(1, b'bad \\xff\\xfe bytes\\n')\nsys.stdout.buffer.write(b'\\xc3\\x28 more\\n') if hasattr(sys.stdout, 'buffer') else None\npass")
+    assert "bad" in r.output and "\ufffd" in r.output, repr(r.output)
+    r.output.encode("utf-8")        # representable: no lone surrogates reach the model
+    healthy(sb)
+
+
+def test_environment_is_scrubbed(sb):
+    r = sb.run("import os\nprint(sorted(k for k in os.environ if 'CASCADE_TEST' in k), os.environ['HOME'] == os.getcwd())")
+    assert r.output == "[] True", r.output
+    assert "CASCADE_TEST_API_TOKEN" in sb.isolation.env_removed
+    r = sb.run("import os; print([v for v in os.environ.values() if 'should-not-leak' in v])")
+    assert r.output == "[]"
+
+
+def test_network_is_cut(sb):
+    if sb.isolation.network.startswith("NOT"): pytest.skip(sb.isolation.network)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0)); srv.listen()
+    port = srv.getsockname()[1]
+    try:
+        code = (f"import socket\nfor addr in [('127.0.0.1', {port}), ('1.1.1.1', 80), ('8.8.8.8', 53)]:\n"
+                "    try: socket.create_connection(addr, timeout=2); print('connected', addr)\n"
+                "    except OSError as e: print('no', e.errno)")
+        r = sb.run(code)
+        assert "connected" not in r.output and r.output.count("no") == 3, r.output
+        r = sb.run("import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+                   "c = socket.create_connection(s.getsockname()); print('own loopback works')")
+        assert r.output == "own loopback works", r.output
+    finally:
+        srv.close()
+    healthy(sb)
+
+
+def test_network_allowed_when_asked():
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0)); srv.listen()
+    try:
+        with PythonSandbox(network=True) as s:
+            assert s.isolation.network.startswith("allowed")
+            r = s.run(f"import socket; socket.create_connection(('127.0.0.1', {srv.getsockname()[1]})); print('ok')")
+            assert r.output == "ok", r.output
+    finally:
+        srv.close()
+
+
+def test_close_leaves_nothing_behind():
+    import psutil
+    s = PythonSandbox()
+    s.run("import subprocess; p = subprocess.Popen(['sleep', '60'])")
+    pid, dirs, work = s.kernel_pid, list(s._res.dirs), s.workdir
+    kids = [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    assert kids
+    s.close()
+    time.sleep(0.2)
+    for p in [pid] + kids:
+        assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+    assert not any(os.path.exists(d) for d in dirs) and not os.path.exists(work)
+    assert not [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
+    with pytest.raises(SandboxError, match="closed"): s.run("1")
+    s.close()   # idempotent
+
+
+def test_interpreter_exit_leaves_nothing_behind(tmp_path):
+    import subprocess, sys
+    script = ("from cascade_lab.sandbox import PythonSandbox\ns = PythonSandbox()\n"
+              "print(s.run('import os; print(os.getpid())').output, s._res.dirs[0], flush=True)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pid, run_dir = out.stdout.split()
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(run_dir)
+
+
+def test_user_workdir_is_kept(tmp_path):
+    with PythonSandbox(workdir=tmp_path) as s:
+        s.run("open('result.txt', 'w').write('kept')")
+    assert (tmp_path / "result.txt").read_text() == "kept"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(timeout=0), "timeout must be a positive number"),
+    (dict(timeout="10"), "timeout must be a positive number"),
+    (dict(memory_mb=-1), "memory_mb must be a positive number or None"),
+    (dict(max_output_chars=-5), "max_output_chars must be an integer >= 0"),
+    (dict(workdir="/definitely/not/here"), "is not a directory"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(SandboxError, match=match): PythonSandbox(**kwargs)
+
+
+def test_bad_run_arguments(sb):
+    with pytest.raises(SandboxError, match="code must be a str"): sb.run(b"print(1)")
+    with pytest.raises(SandboxError, match="timeout must be a positive number"): sb.run("1", timeout=-1)
+
+
+def test_stdin_is_refused(sb):
+    r = sb.run("input('name? ')")
+    assert r.error is not None and "StdinNotImplementedError" in r.error
+    healthy(sb)
+
+
+def test_kernel_killed_between_calls(sb):
+    sb.run("v = 1")
+    os.kill(sb.kernel_pid, 9)
+    time.sleep(0.3)
+    r = sb.run("print('fresh')")
+    assert r.restarted and r.output.startswith("The Python session had stopped") and r.output.endswith("fresh")
+
+
+def test_exec_result_to_dict():
+    r = ExecResult("out", images=[{"mime": "image/png", "data": b"\x89PNG"}])
+    d = r.to_dict()
+    assert d["images"] == [{"mime": "image/png", "data": "iVBORw=="}] and d["output"] == "out" and d["error"] is None
+
+
+def test_scrub_env_cloud_credentials():
+    env = {"AWS_SECRET_ACCESS_KEY": "a", "AWS_ACCESS_KEY_ID": "b", "GOOGLE_APPLICATION_CREDENTIALS": "/k.json",
+           "AZURE_CLIENT_SECRET": "c", "GITHUB_TOKEN": "d", "PATH": "/usr/bin", "HOME": "/root"}
+    clean, removed = scrub_env(env)
+    assert clean == {"PATH": "/usr/bin", "HOME": "/root"} and len(removed) == 5
