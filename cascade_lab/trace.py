@@ -29,7 +29,7 @@ __all__ = ['FORMAT_NAME', 'FORMAT_VERSION', 'SEGMENT_KINDS', 'MODEL_KINDS', 'con
 
 # %% ../nbs/06_trace.ipynb #5f190bca
 FORMAT_NAME = "cascade-lab-trace"   # the `format` tag in the file's header
-FORMAT_VERSION = 1                  # the version this code writes; it reads every version up to this one
+FORMAT_VERSION = 2                  # the version this code writes; it reads every version up to this one
 SEGMENT_KINDS = ("prompt", "reasoning", "answer", "tool_call", "tool_response")
 MODEL_KINDS = ("demo", "real", "remote")
 _HASH_SKIP = ("transformers_version",)
@@ -231,7 +231,9 @@ class Segment:
 @dataclass
 class Step:
     """One generation call: token ranges `prompt` (the tokens fed before it, new since the previous step) and
-    `generated`, the parsed turn as plain data, the tool results, and why generation stopped."""
+    `generated`, the parsed turn as plain data, the tool results, why generation stopped, and timings.
+    The model's input was tokens [`context_start`, `generated[0]`): 0 when each step continues the previous one,
+    the start of this step's prompt when the conversation was rendered afresh (its history then differs in text)."""
     prompt: tuple[int, int]
     generated: tuple[int, int]
     reasoning: str | None = None
@@ -240,23 +242,39 @@ class Step:
     tool_results: list[dict] = field(default_factory=list)   # {"name", "output", "error", "seconds"}
     finish_reason: str | None = None                         # "stop", "length", "tool_calls", ...
     errors: list[str] = field(default_factory=list)          # what did not parse
+    timings: dict = field(default_factory=dict)              # {"generate_s", "tools_s", "new_tokens", ...}
+    context_start: int = 0
 
     def __post_init__(self):
         self.prompt, self.generated = _span("Step.prompt", self.prompt), _span("Step.generated", self.generated)
         if self.prompt[1] != self.generated[0]:
             raise ValueError(f"Step: the generated tokens start where the prompt ends, got prompt {self.prompt}, generated {self.generated}")
+        self.context_start = int(self.context_start)
+        if not 0 <= self.context_start <= self.prompt[0]:
+            raise ValueError(f"Step.context_start must lie in [0, prompt start {self.prompt[0]}], got {self.context_start}")
+        if not isinstance(self.timings, dict): raise ValueError("Step.timings must be a dict")
         for name in ("tool_calls", "tool_results"):
             v = getattr(self, name) or []
             if not all(isinstance(d, dict) for d in v): raise ValueError(f"Step.{name} must be a list of dicts")
             setattr(self, name, list(v))
         self.errors = [str(e) for e in self.errors or []]
 
+    @property
+    def results(self) -> list[dict]:
+        "The tool results, one per call, in call order (the same list as `tool_results`)."
+        return self.tool_results
+
+    @property
+    def context(self) -> tuple[int, int]:
+        "Token range of the model's input for this step."
+        return self.context_start, self.generated[0]
+
     @classmethod
-    def from_turn(cls, turn, prompt, generated, tool_results=(), finish_reason=None) -> Step:
+    def from_turn(cls, turn, prompt, generated, tool_results=(), finish_reason=None, timings=None, context_start=0) -> Step:
         "A step from a parsed `AssistantTurn` (read by its attributes; `parse` is not imported here)."
         calls = [{"name": c.name, "arguments": dict(c.arguments), "raw": c.raw} for c in turn.tool_calls]
         return cls(prompt, generated, turn.reasoning, turn.content, calls, [dict(r) for r in tool_results],
-                   finish_reason, list(turn.errors))
+                   finish_reason, list(turn.errors), dict(timings or {}), context_start)
 
 # %% ../nbs/06_trace.ipynb #509bac9d
 def char_offsets(tokens) -> np.ndarray:
@@ -315,6 +333,7 @@ class Trace:
     created: str = field(default_factory=_now)
     cascade_lab_version: str = __version__
     meta: dict = field(default_factory=dict)
+    answer: str | None = None       # the final answer when a solver extracted one (`tir.solve`: the last \boxed{})
 
     def __post_init__(self):
         if not isinstance(self.model, ModelInfo): raise ValueError(f"Trace.model must be a ModelInfo, got {type(self.model).__name__}")
@@ -526,7 +545,12 @@ class TraceFileNotFoundError(TraceFileError, FileNotFoundError):
     "There is no file at the path (also a `FileNotFoundError`)."
 
 # version n -> n+1 converters of (json document, arrays), applied in turn to files older than FORMAT_VERSION
-_UPGRADES: dict[int, Any] = {}
+def _v1_to_v2(doc: dict, arrays: dict):
+    "Version 2 added the trace's `answer` and each step's `timings` and `context_start`."
+    doc = {**doc, "answer": None, "steps": [{**s, "timings": {}, "context_start": 0} for s in doc["steps"]]}
+    return doc, arrays
+
+_UPGRADES: dict[int, Any] = {1: _v1_to_v2}
 _MAX_HEADER = 100_000_000          # the safetensors limit on the header's size
 _CHUNK = 8 << 20                   # bytes per write() call
 
@@ -542,7 +566,7 @@ def _encode(t: Trace) -> bytes:
            "segments": [asdict(s) for s in t.segments], "sampling": t.sampling, "timings": t.timings,
            "routing": None if r is None else {"layers": r.layers, "num_experts": r.num_experts},
            "routing_note": t.routing_note, "steps": [asdict(s) for s in t.steps], "created": t.created,
-           "cascade_lab_version": t.cascade_lab_version, "meta": t.meta, "arrays": sorted(arrays)}
+           "cascade_lab_version": t.cascade_lab_version, "meta": t.meta, "answer": t.answer, "arrays": sorted(arrays)}
     try: text = json.dumps(doc, ensure_ascii=True, separators=(",", ":"), default=_json_default)
     except (TypeError, ValueError) as e: raise ValueError(f"the trace holds something JSON cannot save ({e})") from e
     meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "trace": text}
@@ -636,7 +660,7 @@ def _from_doc(doc: dict, arrays: dict) -> Trace:
     return Trace(ModelInfo(**doc["model"]), arrays["token_ids"], doc["tokens"], doc["prompt"], doc["messages"], doc["tools"],
                  [Segment(**s) for s in doc["segments"]], arrays["logprobs"], arrays["entropies"], doc["sampling"],
                  doc["timings"], routing, doc["routing_note"], [Step(**s) for s in doc["steps"]], doc["created"],
-                 doc["cascade_lab_version"], doc["meta"])
+                 doc["cascade_lab_version"], doc["meta"], doc["answer"])
 
 # %% ../nbs/06_trace.ipynb #3b9cc0f5
 def common_prefix(a, b) -> int:

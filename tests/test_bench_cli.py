@@ -53,3 +53,10 @@ def test_bench_gpu_code_dry_run_on_cpu(tmp_path):
     assert "GOAL PASS ours matches moe_reference" in r.stdout
     text = res.read_text()
     assert "DRY RUN" in text and "| T | experts touched | ours us |" in text and "## Goals" in text
+
+
+def test_bench_sandbox_quick_run():
+    r = run("kernels/bench_sandbox.py", "--calls", "20", "--starts", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warm print(1) round trip, median of 20" in r.stdout and "results correct" in r.stdout
+    assert "| zombie processes at the end | 0 | 0 |" in r.stdout

@@ -240,7 +240,7 @@ def stn_meta(data: bytes) -> dict:
 
 def test_header_is_tagged_and_versioned(saved):
     meta = stn_meta(saved)
-    assert meta["format"] == FORMAT_NAME and meta["version"] == "1" and set(meta) == {"format", "version", "trace"}
+    assert meta["format"] == FORMAT_NAME and meta["version"] == str(FORMAT_VERSION) and set(meta) == {"format", "version", "trace"}
     assert json.loads(meta["trace"])["format"] == FORMAT_NAME
 
 
@@ -285,15 +285,24 @@ def test_a_save_keeps_the_file_mode(tmp_path):
 
 # --- versioning machinery -------------------------------------------------------------------------------
 def test_older_versions_are_upgraded(monkeypatch, saved):
-    def v1_to_v2(doc, arrays):
+    def v2_to_v3(doc, arrays):
         doc = {**doc, "meta": {**doc["meta"], "upgraded": True}}
         return doc, arrays
-    monkeypatch.setattr(trace_mod, "FORMAT_VERSION", 2)
-    monkeypatch.setattr(trace_mod, "_UPGRADES", {1: v1_to_v2})
-    back = Trace.from_bytes(saved)                   # a version-1 file read by "version-2" code
+    monkeypatch.setattr(trace_mod, "FORMAT_VERSION", 3)
+    monkeypatch.setattr(trace_mod, "_UPGRADES", {**trace_mod._UPGRADES, 2: v2_to_v3})
+    back = Trace.from_bytes(saved)                   # a version-2 file read by "version-3" code
     assert back.meta["upgraded"] is True
-    assert stn_meta(back.to_bytes())["version"] == "2"
-    assert "format version 3" in str(error_of(lambda: Trace.from_bytes(_rewrite(saved, version="3"))))
+    assert stn_meta(back.to_bytes())["version"] == "3"
+    assert "format version 4" in str(error_of(lambda: Trace.from_bytes(_rewrite(saved, version="4"))))
+
+
+def test_version_1_files_read(saved):
+    meta = stn_meta(saved)
+    doc = json.loads(meta["trace"])
+    del doc["answer"]
+    for s in doc["steps"]: del s["timings"], s["context_start"]
+    v1 = stn.save(stn.load(saved), metadata={**meta, "version": "1", "trace": json.dumps(doc)})
+    assert Trace.from_bytes(v1) == Trace.from_bytes(saved)
 
 
 # --- validation ---------------------------------------------------------------------------------------------
