@@ -15,8 +15,8 @@ from typing import Any, Callable
 # %% auto #0
 __all__ = ['IM_START', 'IM_END', 'THINK_OPEN', 'THINK_CLOSE', 'TOOL_CALL_OPEN', 'TOOL_CALL_CLOSE', 'TOOL_RESPONSE_OPEN',
            'TOOL_RESPONSE_CLOSE', 'STOP_TOKEN_IDS', 'GENERATION_PROMPT_THINKING', 'GENERATION_PROMPT_INSTRUCT',
-           'TOOLS_HEADER', 'TOOLS_INSTRUCTIONS', 'PYTHON_TOOL', 'format_value', 'tool_schema', 'tool_schemas',
-           'render_tools', 'normalize_messages', 'render_chat']
+           'TOOLS_HEADER', 'TOOLS_INSTRUCTIONS', 'PYTHON_TOOL', 'MATH_INSTRUCTION', 'format_value', 'tool_schema',
+           'tool_schemas', 'render_tools', 'normalize_messages', 'render_chat']
 
 # %% ../nbs/00_chat.ipynb #7241c333
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
@@ -107,6 +107,9 @@ PYTHON_TOOL = {
         },
     },
 }
+
+# The instruction the seed card puts before a math problem (tool or no tool).
+MATH_INSTRUCTION = "Solve the following math problem. Put your answer inside \\boxed{}.\n\n"
 
 # %% ../nbs/00_chat.ipynb #3a6ef7bb
 def _extra_keys(d, handled) -> str:

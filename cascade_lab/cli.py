@@ -72,8 +72,10 @@ def demo(question: str | None = None, seed: int = 7, out=None) -> int:
     "Solve a word problem with the embedded demo model and its Python tool, showing every step."
     out = out or sys.stdout
     import random
-    from cascade_lab.demo import DEMO_NAME, make_problem, solve_with_tool, SEEDS
+    from cascade_lab.demo import DEMO_NAME, make_problem, solve_demo, SEEDS
     from cascade_lab.model import load_model
+    from cascade_lab.sandbox import PythonSandbox
+    from cascade_lab.tir import grade
     _quiet_transformers()
     model, tok = load_model()
     expected = None
@@ -83,19 +85,21 @@ def demo(question: str | None = None, seed: int = 7, out=None) -> int:
     print(f"cascade-lab {__version__}: {DEMO_NAME}, a small model with the real architecture and format "
           f"(NOT Nemotron-Cascade-2), solves a problem with its Python tool.", file=out)
     _section("problem", question, out)
-    r = solve_with_tool(model, tok, question)
-    for i, st in enumerate(r["steps"], 1):
-        turn = st["turn"]
-        if turn.reasoning is not None:
-            _section(f"step {i}: thinking" + ("" if turn.thinking_finished else " (not finished)"), turn.reasoning.strip(), out)
-        if turn.content.strip() and turn.tool_calls: _section(f"step {i}: text before the call", turn.content, out)
-        for c, o in zip(turn.tool_calls, st["outputs"]):
-            _section(f"step {i}: tool call {c.name}", c.arguments.get("code", c.raw), out)
-            _section(f"step {i}: tool output", o, out)
-        for e in turn.errors: print(f"  (parser: {e})", file=out)
-    _section("answer", r["steps"][-1]["turn"].content.strip() or "(no answer)", out)
-    verdict = "no answer in \\boxed{}" if r["answer"] is None else r["answer"]
-    if expected is not None: verdict += f"  (expected {expected}: {'correct' if r['answer'] == expected else 'wrong'})"
+    with PythonSandbox(timeout=30) as sb:
+        tr = solve_demo(model, tok, question, sandbox=sb)
+        print(f"\n(the Python tool runs in a sandboxed kernel; {sb.isolation})", file=out)
+    for i, st in enumerate(tr.steps):
+        if st.reasoning is not None:
+            done = "</think>" in tr.step_text(i)
+            _section(f"step {i + 1}: thinking" + ("" if done else " (not finished)"), st.reasoning.strip(), out)
+        if st.content.strip() and st.tool_calls: _section(f"step {i + 1}: text before the call", st.content, out)
+        for c, r in zip(st.tool_calls, st.results):
+            _section(f"step {i + 1}: tool call {c['name']}", c["arguments"].get("code", c["raw"]), out)
+            _section(f"step {i + 1}: tool output", r["output"] if r["output"] is not None else r["error"], out)
+        for e in st.errors: print(f"  (parser: {e})", file=out)
+    _section("answer", (tr.steps[-1].content.strip() if tr.steps else "") or "(no answer)", out)
+    verdict = "no answer in \\boxed{}" if tr.answer is None else tr.answer
+    if expected is not None: verdict += f"  (expected {expected}: {'correct' if grade(tr.answer, expected) else 'wrong'})"
     print(f"\nboxed answer: {verdict}", file=out)
     return 0
 

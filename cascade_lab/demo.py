@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import random
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .chat import PYTHON_TOOL, render_chat
+from .chat import MATH_INSTRUCTION, PYTHON_TOOL, render_chat
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'SPECIAL_IDS', 'DEMO_VOCAB_SIZE', 'FORMAT_TAGS', 'CHAT_TEMPLATE', 'SEEDS', 'NAMES', 'ITEMS',
-           'TIR_INSTRUCTION', 'DEMO_PATTERN', 'BOXED', 'DEMO_DIR', 'DEMO_NAME', 'build_tokenizer', 'wrap_tokenizer',
-           'Problem', 'make_problem', 'make_problems', 'tool_code', 'boxed_answer', 'tir_conversation',
-           'thinking_turns', 'instruct_turns', 'Conversation', 'make_conversations', 'Example', 'training_examples',
-           'demo_config', 'TrainSettings', 'encode_examples', 'train_demo', 'save_demo', 'last_boxed', 'run_python',
-           'greedy', 'solve_with_tool', 'evaluate_demo', 'model_card', 'write_model_card']
+           'TIR_INSTRUCTION', 'DEMO_PATTERN', 'DEMO_DIR', 'DEMO_NAME', 'build_tokenizer', 'wrap_tokenizer', 'Problem',
+           'make_problem', 'make_problems', 'tool_code', 'boxed_answer', 'tir_conversation', 'thinking_turns',
+           'instruct_turns', 'Conversation', 'make_conversations', 'Example', 'training_examples', 'demo_config',
+           'TrainSettings', 'encode_examples', 'train_demo', 'save_demo', 'greedy', 'solve_demo', 'evaluate_demo',
+           'model_card', 'write_model_card']
 
 # %% ../nbs/05_demo.ipynb #389245e3
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"] + [f"<SPECIAL_{i}>" for i in range(4, 10)] + [
@@ -222,7 +221,7 @@ def make_problems(n: int, seed: int) -> list[dict]:
     return [{"question": p.question, "answer": str(p.answer)} for p in (make_problem(rng) for _ in range(n))]
 
 # %% ../nbs/05_demo.ipynb #c03b29ea
-TIR_INSTRUCTION = "Solve the following math problem. Put your answer inside \\boxed{}.\n\n"
+TIR_INSTRUCTION = MATH_INSTRUCTION      # the seed card's instruction (`chat.MATH_INSTRUCTION`)
 
 def _steps(formula: str, values: dict) -> list[str]:
     "The formula worked out one operation at a time: ['23 + 17 = 40', '40 - 8 = 32']."
@@ -439,42 +438,16 @@ def save_demo(model, tok, out_dir, meta: dict):
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 # %% ../nbs/05_demo.ipynb #f8d597f3
-BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-def last_boxed(text: str) -> str | None:
-    "The content of the last `\\boxed{...}` in `text`, stripped."
-    found = BOXED.findall(text or "")
-    return found[-1].strip() if found else None
-
-def run_python(code: str, timeout: float = 10.0) -> str:
-    "Run `code` in a fresh `python -c` subprocess: stdout and stderr, cut at 1000 characters (as NeMo-Skills does)."
-    import subprocess, sys
-    try:
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
-        out = (r.stdout + r.stderr).strip()
-    except subprocess.TimeoutExpired:
-        out = f"Execution timed out after {timeout:g} seconds"
-    return out if len(out) <= 1000 else out[:1000] + "<output cut>"
-
 def greedy(model, tok, prompt: str, max_new_tokens: int = 160) -> str:
     "Greedy continuation of `prompt` up to `<|im_end|>` or `</s>` (the stop token is not returned)."
     from cascade_lab.generate import generate_ids
     return generate_ids(model, tok, [prompt], greedy=True, max_new_tokens=max_new_tokens, record_routing=False)[0].text
 
-def solve_with_tool(model, tok, question: str, max_steps: int = 3) -> dict:
-    "The TIR loop on one problem: generate, run each tool call, feed the output back, until an answer."
-    from cascade_lab.parse import parse_output
-    msgs = [{"role": "user", "content": TIR_INSTRUCTION + question}]
-    steps = []
-    for _ in range(max_steps):
-        text = greedy(model, tok, render_chat(msgs, [PYTHON_TOOL], add_generation_prompt=True))
-        turn = parse_output(text, tools=[PYTHON_TOOL])
-        outputs = [run_python(c.arguments.get("code", "")) for c in turn.tool_calls if c.name and not c.errors]
-        steps.append({"text": text, "turn": turn, "outputs": outputs})
-        if not turn.tool_calls: break
-        msgs.append(turn.to_message())
-        msgs += [{"role": "tool", "content": o} for o in outputs]
-    return {"messages": msgs, "steps": steps, "answer": last_boxed(steps[-1]["turn"].content)}
+def solve_demo(model, tok, question: str, sandbox=None, max_steps: int = 3, max_new_tokens: int = 160, **kwargs):
+    "`tir.solve` with the demo model's settings (greedy, short steps, no routing recording); returns the `Trace`."
+    from cascade_lab.tir import solve
+    return solve(question, model=model, tokenizer=tok, greedy=True, max_steps=max_steps, max_new_tokens=max_new_tokens,
+                 record_routing=False, sandbox=sandbox, **kwargs)
 
 # %% ../nbs/05_demo.ipynb #0b3a7fac
 def _routing_stats(counts) -> list[dict]:
@@ -492,15 +465,19 @@ def evaluate_demo(model, tok, n: int = 100, seed: int = SEEDS["eval"], progress:
     "The quality gates on `n` held-out problems (see above); returns the measured figures and the gate verdicts."
     from tqdm.auto import tqdm
     from cascade_lab.parse import parse_output
+    from cascade_lab.sandbox import PythonSandbox
+    from cascade_lab.tir import last_boxed
     rng = random.Random(seed)
     problems = [make_problem(rng) for _ in range(n)]
     loads = _RouterLoads(model)
     tir_call_ok = tir_correct = 0
-    for p in tqdm(problems, desc="TIR", disable=not progress):
-        r = solve_with_tool(model, tok, p.question)
-        first = r["steps"][0]["turn"]
-        tir_call_ok += bool(first.tool_calls) and not first.errors
-        tir_correct += r["answer"] == str(p.answer)
+    with PythonSandbox(timeout=30) as sb:
+        for p in tqdm(problems, desc="TIR", disable=not progress):
+            sb.reset()
+            tr = solve_demo(model, tok, p.question, sandbox=sb, reference=p.answer)
+            first = tr.steps[0]
+            tir_call_ok += bool(first.tool_calls) and not first.errors
+            tir_correct += tr.meta["grade"]["correct"]
     modes = {}
     for mode, thinking in (("thinking", True), ("instruct", False)):
         formed = correct = 0

@@ -110,27 +110,43 @@ def _sampling(greedy, temperature, top_p, seed, max_new_tokens, thinking_budget,
     return dict(greedy=greedy, temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens,
                 thinking_budget=thinking_budget, enable_thinking=enable_thinking)
 
-def generate_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 1024, greedy: bool = False,
+def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
+    "Each prompt as token ids: a text is tokenized (no special tokens added), a sequence of ids is checked."
+    if isinstance(prompts, str) or not len(prompts): raise ValueError("prompts must be a non-empty list of texts or of token-id lists")
+    vocab, rows = len(tokenizer), []
+    for i, p in enumerate(prompts):
+        if isinstance(p, str): row = tokenizer(p, add_special_tokens=False).input_ids
+        else:
+            try: row = [int(t) for t in p]
+            except (TypeError, ValueError): raise ValueError(f"prompt {i} must be a text or a list of token ids, got {type(p).__name__}") from None
+            if any(not 0 <= t < vocab for t in row): raise ValueError(f"prompt {i} has token ids outside the vocabulary [0, {vocab})")
+        if not row: raise ValueError(f"prompt {i} is empty")
+        rows.append(row)
+    return rows
+
+def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024, greedy: bool = False,
                  temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
                  thinking_budget: int | None = None, record_routing: bool = True, record_logits: bool = False,
                  stream=None, enable_thinking: bool = True) -> list[Generation]:
-    "Generate a continuation of each prompt text (a batch is left-padded); see `generate` for the options."
+    """Generate a continuation of each prompt (a text, or token ids: a multi-step loop feeds the model its own
+    earlier tokens that way); a batch is left-padded. See `generate` for the options."""
     if stream is not None and len(prompts) != 1: raise ValueError("streaming works for one prompt at a time")
     if not greedy and not (temperature > 0): raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if thinking_budget is not None and thinking_budget < 0: raise ValueError("thinking_budget must be >= 0")
     dev = next(model.parameters()).device
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"      # a batch is left-padded; restore after
-    try: enc = tokenizer(prompts, add_special_tokens=False, return_tensors="pt", padding=True).to(dev)
-    finally: tokenizer.padding_side = side
-    B, P = enc.input_ids.shape
+    rows = _prompt_ids(tokenizer, prompts)
+    B, P = len(rows), max(map(len, rows))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc = {"input_ids": torch.tensor([[pad_id] * (P - len(r)) + r for r in rows], device=dev),      # left-padded
+           "attention_mask": torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], device=dev)}
     steps = StepRecorder()
     procs = [steps]
     close_id = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
     if thinking_budget is not None and enable_thinking: procs.append(ThinkingBudget(P, thinking_budget, close_id))
     detok = IncrementalDetokenizer(tokenizer)
     kw = dict(max_new_tokens=max_new_tokens, eos_token_id=list(STOP_TOKEN_IDS),
-              pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+              pad_token_id=pad_id,
               logits_processor=LogitsProcessorList(procs),
               streamer=_CallbackStreamer(detok, stream) if stream is not None else None)
     kw.update(do_sample=False) if greedy else kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
@@ -148,12 +164,13 @@ def generate_ids(model, tokenizer, prompts: list[str], *, max_new_tokens: int = 
         n = next((i + 1 for i, t in enumerate(row) if t in STOP_TOKEN_IDS), len(row))
         ids = row[:n]
         stopped = bool(ids) and ids[-1] in STOP_TOKEN_IDS
-        pad = int((enc.attention_mask[b] == 0).sum())
+        pad = P - len(rows[b])
         routing = None
         if recorder is not None:   # the tokens that went through the model: the prompt, then all but the last
             routing = recorder.result(b, slice(pad, P + n - 1))
         results.append(Generation(
-            prompt=prompts[b], prompt_ids=enc.input_ids[b, pad:].tolist(), ids=ids,
+            prompt=prompts[b] if isinstance(prompts[b], str) else tokenizer.decode(rows[b], skip_special_tokens=False),
+            prompt_ids=rows[b], ids=ids,
             text=tokenizer.decode(ids[:-1] if stopped else ids, skip_special_tokens=False),
             finish_reason="stop" if stopped else "length", logprobs=logprobs[b, :n], entropies=entropies[b, :n],
             routing=routing, timings={"seconds": seconds, "new_tokens": n, "tokens_per_s": n / seconds if seconds else 0.0},

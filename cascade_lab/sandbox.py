@@ -490,6 +490,12 @@ class PythonSandbox:
             self.restarts += 1
             self._start()
 
+    def reset(self) -> None:
+        """Forget every variable and import (IPython's `%reset -f`) but keep the kernel: a fresh session without the
+        start-up cost. Files in the working directory stay; a kernel that had died is restarted."""
+        r = self.run("%reset -f")
+        if r.error is not None and not r.restarted: raise SandboxError(f"resetting the session failed: {r.error}")
+
     def close(self) -> None:
         "Stop the kernel and every process it started; remove its cgroups and temporary directories. Idempotent."
         with self._lock:

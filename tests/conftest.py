@@ -1,8 +1,16 @@
 """Shared test setup. Without a GPU the Triton kernels can only run under the interpreter, which triton
 decides when a kernel is decorated: so the variable is set here, before any test module imports triton."""
+import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 
 
 def _has_gpu() -> bool:
@@ -12,3 +20,36 @@ def _has_gpu() -> bool:
 
 if not _has_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server():
+    "`transformers serve` with the shipped demo model on loopback: a real OpenAI-compatible server, for the session."
+    from cascade_lab.demo import DEMO_DIR
+    serve = shutil.which("transformers", path=str(Path(sys.executable).parent))
+    if serve is None: pytest.skip("the `transformers` command is not installed (pip install 'transformers[serving]')")
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([serve, "serve", str(DEMO_DIR), "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if proc.poll() is not None:
+                pytest.fail(f"transformers serve exited ({proc.returncode}): {proc.stdout.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                    if json.load(r).get("status") == "ok": break
+            except OSError: time.sleep(0.5)
+        else: pytest.fail("transformers serve did not come up within 120 s")
+        yield url
+    finally:
+        proc.terminate()
+        try: proc.wait(timeout=20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()

@@ -1,14 +1,6 @@
 """The remote backend for real: `transformers serve` runs the shipped demo model on loopback (started and
 stopped here), and `generate_remote` must give what a local `generate` gives, streamed, as a `Trace`."""
-import json
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -16,37 +8,7 @@ from cascade_lab.chat import PYTHON_TOOL
 from cascade_lab.demo import DEMO_DIR, TIR_INSTRUCTION, make_problems
 from cascade_lab.remote import RemoteError, RemoteModel, generate_remote
 
-SERVE = shutil.which("transformers", path=str(Path(sys.executable).parent))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    if SERVE is None: pytest.skip("the `transformers` command is not installed (pip install 'transformers[serving]')")
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([SERVE, "serve", str(DEMO_DIR), "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited ({proc.returncode}): {proc.stdout.read().decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(url + "/health", timeout=1) as r:
-                    if json.load(r).get("status") == "ok": break
-            except OSError: time.sleep(0.5)
-        else: pytest.fail("transformers serve did not come up within 120 s")
-        yield url
-    finally:
-        proc.terminate()
-        try: proc.wait(timeout=20)
-        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+from conftest import free_port as _free_port
 
 
 @pytest.fixture(scope="module")

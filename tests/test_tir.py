@@ -1,0 +1,121 @@
+"""The tool loop end to end with the demo model: the acceptance figure on fresh problems through the sandbox,
+the same loop against a real OpenAI-compatible server, and the stitching of steps into one trace."""
+import random
+import time
+
+import numpy as np
+import pytest
+
+from cascade_lab.chat import MATH_INSTRUCTION, render_chat
+from cascade_lab.demo import SEEDS, TrainSettings, make_conversations, make_problem, solve_demo
+from cascade_lab.sandbox import PythonSandbox
+from cascade_lab.tir import _Builder, _StepOut, run_tools, solve
+
+FRESH_SEED = 9100          # not a seed the demo model was trained or evaluated on
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def local():
+    from cascade_lab.model import load_model
+    return load_model()
+
+
+def test_fresh_problems_end_to_end_through_the_sandbox(local):
+    assert FRESH_SEED not in SEEDS.values()
+    model, tok = local
+    # fresh: none of them is a question of the demo model's training conversations
+    seen = {m["content"].split("\n\n")[-1] for c in make_conversations(TrainSettings().conversations, SEEDS["train"])
+            for m in c.messages if m["role"] == "user"}
+    rng, problems = random.Random(FRESH_SEED), []
+    while len(problems) < 50:
+        p = make_problem(rng)
+        if p.question not in seen and p.question not in {q.question for q in problems}: problems.append(p)
+    correct, steps, t0 = 0, [], time.perf_counter()
+    with PythonSandbox(timeout=30) as sb:
+        for p in problems:
+            sb.reset()
+            tr = solve(p.question, model=model, tokenizer=tok, greedy=True, max_steps=3, max_new_tokens=160,
+                       reference=p.answer, sandbox=sb)
+            correct += tr.meta["grade"]["correct"]
+            steps.append(len(tr.steps))
+            assert tr.steps[0].results and "sandbox" in tr.meta["tir"]
+    seconds = time.perf_counter() - t0
+    print(f"\nsolve on 50 fresh problems (seed {FRESH_SEED}, greedy, sandbox): {correct}/50 = {correct / 50:.0%} correct; "
+          f"mean steps {np.mean(steps):.2f}; {seconds:.1f} s")
+    assert correct >= 40
+
+
+def test_remote_loop_equals_local_loop(server, local):
+    from cascade_lab.remote import RemoteModel
+    model, tok = local
+    remote = RemoteModel(server, tok)
+    for seed in (FRESH_SEED + 1, FRESH_SEED + 2):
+        p = make_problem(random.Random(seed))
+        with PythonSandbox(timeout=30) as sb:
+            here = solve(p.question, model=model, tokenizer=tok, greedy=True, max_steps=3, max_new_tokens=160,
+                         reference=p.answer, sandbox=sb)
+            sb.reset()
+            there = solve(p.question, model=remote, greedy=True, max_steps=3, max_new_tokens=160, reference=p.answer, sandbox=sb)
+        assert there.model.kind == "remote" and there.answer == here.answer and there.meta["grade"] == here.meta["grade"]
+        assert len(there.steps) == len(here.steps) >= 2
+        for a, b in zip(there.steps, here.steps):
+            assert (a.reasoning, a.content, a.tool_calls) == (b.reasoning, b.content, b.tool_calls)
+            assert [r["output"] for r in a.results] == [r["output"] for r in b.results]
+        assert there.messages == here.messages
+        assert there.routing is None and "routed experts" in there.routing_note
+
+
+def test_remote_refuses_local_only_options(server, local):
+    from cascade_lab.remote import RemoteModel
+    with pytest.raises(ValueError, match="record_routing are not supported with a remote model"):
+        run_tools([{"role": "user", "content": "hi"}], model=RemoteModel(server, local[1]), record_routing=True)
+
+
+def test_sampled_run_is_reproducible_with_a_seed(local):
+    model, tok = local
+    p = make_problem(random.Random(FRESH_SEED + 3))
+    with PythonSandbox(timeout=30) as sb:
+        a = solve(p.question, model=model, tokenizer=tok, seed=11, max_steps=3, max_new_tokens=160, sandbox=sb)
+        sb.reset()
+        b = solve(p.question, model=model, tokenizer=tok, seed=11, max_steps=3, max_new_tokens=160, sandbox=sb)
+    assert np.array_equal(a.token_ids, b.token_ids) and a.sampling["seed"] == 11
+
+
+def test_solve_demo_makes_and_closes_its_own_sandbox(local):
+    import psutil
+    model, tok = local
+    before = {c.pid for c in psutil.Process().children(recursive=True)}
+    tr = solve_demo(model, tok, make_problem(random.Random(FRESH_SEED + 4)).question)
+    assert tr.steps[0].results[0]["error"] is None
+    time.sleep(0.3)
+    after = {c.pid for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE}
+    assert after <= before
+
+
+def _out(prompt_ids, ids, text, end="<|im_end|>"):
+    n = len(prompt_ids) + len(ids)
+    routing = {"experts": np.arange(n * 2).reshape(n, 1, 2) % 8, "weights": np.ones((n, 1, 2), np.float32),
+               "scores": np.ones((n, 1, 2), np.float32), "logits": None, "recorded": np.arange(n) < n - 1, "layers": [1]}
+    return _StepOut(list(prompt_ids), list(ids), text, end, "stop", np.zeros(len(ids)), np.zeros(len(ids)), routing, 0.1)
+
+
+def test_builder_continues_or_starts_a_fresh_context(local):
+    from cascade_lab.parse import parse_output
+    from cascade_lab.trace import ModelInfo
+    _, tok = local
+    b = _Builder(tok)
+    turn = parse_output("x</think>y", thinking=True)
+    p1, g1 = b.add(_out([5, 6, 7], [8, 9], "x</think>y"), turn, 0)
+    assert (p1, g1, b.context_start) == ((0, 3), (3, 5), 0)
+    p2, g2 = b.add(_out([5, 6, 7, 8, 9, 20, 21], [22], "z"), turn, 1)            # extends: only the new tokens
+    assert (p2, g2, b.context_start) == ((5, 7), (7, 8), 0)
+    p3, g3 = b.add(_out([5, 6, 30], [31], "w"), turn, 2)                           # history changed: a fresh context
+    assert (p3, g3, b.context_start) == ((8, 11), (11, 12), 8)
+    assert b.ids == [5, 6, 7, 8, 9, 20, 21, 22, 5, 6, 30, 31]
+    assert [s.kind for s in b.segments if s.start in (5, 8)] == ["tool_response", "prompt"]
+    info = ModelInfo("t", "demo", "h", 2, [1], 8, 2)
+    r, _ = b.routing_obj(info)
+    assert len(r) == 12 and r.recorded.tolist() == [1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0]
+    # step 2's rows are its own rows 5.. (the tokens new in it), not its first rows
+    assert r.experts[5].tolist() == [[(5 * 2) % 8, (5 * 2 + 1) % 8]]
