@@ -254,3 +254,49 @@ def test_scrub_env_cloud_credentials():
            "AZURE_CLIENT_SECRET": "c", "GITHUB_TOKEN": "d", "PATH": "/usr/bin", "HOME": "/root"}
     clean, removed = scrub_env(env)
     assert clean == {"PATH": "/usr/bin", "HOME": "/root"} and len(removed) == 5
+
+
+def test_without_cgroups_rlimits_stand_in_and_say_so(monkeypatch):
+    """Where no cgroup can be used (a non-root user, a container without delegation), memory falls back to
+    RLIMIT_AS, and what is not enforced is stated in the isolation report and in a warning, never dropped."""
+    import cascade_lab.sandbox as sbm
+    monkeypatch.setattr(sbm, "_cgroup_mounts", lambda: {})
+    monkeypatch.setattr(sbm, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="processes is NOT enforced" if os.getuid() == 0 else "."):
+        s = PythonSandbox(memory_mb=1024, max_processes=64).start()
+    try:
+        iso = s.isolation
+        assert iso.memory.startswith("rlimit RLIMIT_AS, 1024 MB") and "no memory cgroup is mounted" in iso.memory
+        if os.getuid() == 0:
+            assert iso.processes.startswith("NOT enforced") and not iso.complete
+        r = s.run("x = b'x' * (2 << 30)")
+        assert r.error == "MemoryError: " or r.error.startswith("MemoryError"), r      # refused inside; the kernel lives
+        assert not r.restarted
+        assert s.run("print('still here')").output == "still here"
+    finally:
+        s.close()
+
+
+def test_limits_can_be_switched_off():
+    with PythonSandbox(memory_mb=None, max_processes=None) as s:
+        assert s.isolation.memory.startswith("not limited") and s.isolation.processes.startswith("not limited")
+        assert s.run("print(2 + 2)").output == "4"
+
+
+def test_works_inside_a_jupyter_kernel():
+    """The workbench lives in Jupyter: a sandbox made inside a real ipykernel (whose main thread runs an asyncio
+    loop) must start, run, time out and close there too."""
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name="python3")
+    out = []
+    try:
+        code = ("from cascade_lab.sandbox import PythonSandbox\nsb = PythonSandbox(timeout=5)\n"
+                "r = sb.run('x = 41\\nprint(x + 1)')\nprint('inner:', r.output)\n"
+                "r = sb.run('while True: pass', timeout=1)\nprint('timed out:', r.timed_out, r.restarted)\n"
+                "print('after:', sb.run('print(x)').output)\nsb.close()")
+        reply = kc.execute_interactive(code, timeout=120, output_hook=lambda m: out.append(m["content"].get("text", "")))
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    assert "".join(out) == "inner: 42\ntimed out: True False\nafter: 41\n"
