@@ -94,7 +94,7 @@ class _Cgroups:
     "The kernel's groups: `dirs` (paths to join), and what each controller enforces (`memory`, `pids`: text or None)."
     def __init__(self, memory_mb: int | None, max_processes: int | None):
         self.dirs, self.memory, self.pids, self.notes = [], None, None, []
-        self._mem_dir = None
+        self._mem_dir = self._pids_dir = None
         mounts = _cgroup_mounts()
         name, used = _CG_PREFIX + uuid.uuid4().hex[:12], set()
         for ctrl, want in (("memory", memory_mb), ("pids", max_processes)):
@@ -121,7 +121,7 @@ class _Cgroups:
             label = f"cgroup v{version}"
             used.add(d)
             if ctrl == "memory": self.memory, self._mem_dir = f"{label}, {memory_mb} MB", (version, d)
-            else: self.pids = f"{label}, {max_processes} tasks"
+            else: self.pids, self._pids_dir = f"{label}, {max_processes} tasks", d
         for d in [d for d in self.dirs if d not in used]: self._rmdir(d); self.dirs.remove(d)   # enforcing nothing
 
     @staticmethod
@@ -432,24 +432,8 @@ class PythonSandbox:
         run_dir = res.dirs[0]
         if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes)
         cg = res.cgroups
-        rlimits, memory, procs = {}, cg.memory, cg.pids
-        if self.memory_mb is None: memory = "not limited (memory_mb=None)"
-        elif memory is None:
-            rlimits["RLIMIT_AS"] = int(self.memory_mb) * 2**20
-            memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {'; '.join(cg.notes)})"
-        if self.max_processes is None: procs = "not limited (max_processes=None)"
-        elif procs is None:
-            if os.getuid() == 0: procs = f"NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root"
-            else:
-                rlimits["RLIMIT_NPROC"] = _user_processes() + int(self.max_processes)
-                procs = f"rlimit RLIMIT_NPROC (this user's processes + {self.max_processes})"
-        base, removed = scrub_env({**os.environ, **self.extra_env})
-        base.pop("PYTEST_CURRENT_TEST", None)      # under it ipykernel would not capture fd-level output
-        env = {**base, "HOME": self.workdir, "PYTHONNOUSERSITE": base.get("PYTHONNOUSERSITE", ""),
-               "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONUNBUFFERED": "1",
-               "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
-        if site.ENABLE_USER_SITE: env["PYTHONUSERBASE"] = site.getuserbase()    # HOME moved; user packages stay
-        if not env["PYTHONNOUSERSITE"]: del env["PYTHONNOUSERSITE"]
+        rlimits, memory, procs = self._limits(cg)
+        env, removed = self._kernel_env()
         status_path = os.path.join(run_dir, "status.json")
         if os.path.exists(status_path): os.remove(status_path)
         cfg_path = os.path.join(run_dir, "launch.json")
@@ -470,13 +454,43 @@ class PythonSandbox:
             raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
                                f"{self._log_tail()}\nCheck that ipykernel is installed for {sys.executable}.") from None
         status = json.loads(_read(status_path, "{}") or "{}")
-        if status.get("errors"): memory += f" (launcher: {'; '.join(status['errors'])})"
+        joined = set(status.get("cgroups", []))
+        why = "; ".join(status.get("errors", [])) or "unknown reason"
+        if cg._mem_dir is not None and cg._mem_dir[1] not in joined: memory = f"NOT enforced: the kernel could not join its cgroup ({why})"
+        if cg._pids_dir is not None and cg._pids_dir not in joined: procs = f"NOT enforced: the kernel could not join its cgroup ({why})"
+        set_ok = status.get("rlimits", {})
+        if "RLIMIT_AS" in rlimits and "RLIMIT_AS" not in set_ok: memory = f"NOT enforced: RLIMIT_AS could not be set ({why})"
+        if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
         net = status.get("network", "unknown")
         if self.network: net = "allowed (network=True)"
         self.isolation = Isolation(net, memory, procs, tuple(removed), self.workdir)
         for what, s in (("network", net), ("memory", memory), ("processes", procs)):
             if s.startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {s}")
         self.start_seconds = time.perf_counter() - t0
+
+    def _limits(self, cg: _Cgroups) -> tuple[dict, str, str]:
+        "(rlimits the launcher sets where cgroups are missing, what holds memory, what holds processes)."
+        rlimits, memory, procs = {}, cg.memory, cg.pids
+        if self.memory_mb is None: memory = "not limited (memory_mb=None)"
+        elif memory is None:
+            rlimits["RLIMIT_AS"] = int(self.memory_mb) * 2**20
+            memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {'; '.join(cg.notes)})"
+        if self.max_processes is None: procs = "not limited (max_processes=None)"
+        elif procs is None:
+            if os.getuid() == 0: procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root"
+            else:
+                rlimits["RLIMIT_NPROC"] = _user_processes() + int(self.max_processes)
+                procs = f"rlimit RLIMIT_NPROC (this user's processes + {self.max_processes})"
+        return rlimits, memory, procs
+
+    def _kernel_env(self) -> tuple[dict, list[str]]:
+        "The kernel's environment (ours plus `env`, scrubbed; HOME is the working directory) and the names removed."
+        base, removed = scrub_env({**os.environ, **self.extra_env})
+        base.pop("PYTEST_CURRENT_TEST", None)      # under it ipykernel would not capture fd-level output
+        env = {**base, "HOME": self.workdir, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+               "PYTHONUNBUFFERED": "1", "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
+        if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moved; user packages stay
+        return env, removed
 
     def _log_tail(self, n: int = 2000) -> str:
         if not self._res.dirs: return ""
