@@ -434,6 +434,9 @@ class PythonSandbox:
         cg = res.cgroups
         rlimits, memory, procs = self._limits(cg)
         env, removed = self._kernel_env()
+        # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which
+        # alone would starve a kernel's dozen threads under a small limit
+        if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
         status_path = os.path.join(run_dir, "status.json")
         if os.path.exists(status_path): os.remove(status_path)
         cfg_path = os.path.join(run_dir, "launch.json")
@@ -451,8 +454,12 @@ class PythonSandbox:
             res.kc.wait_for_ready(timeout=self.startup_timeout)
         except Exception as e:
             res.stop_kernel()
+            log = self._log_tail()
+            hint = (f"memory_mb={self.memory_mb} is too small for the kernel under RLIMIT_AS (an address-space limit): "
+                    "give it at least 1024" if "RLIMIT_AS" in rlimits and "MemoryError" in log
+                    else f"Check that ipykernel is installed for {sys.executable}")
             raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
-                               f"{self._log_tail()}\nCheck that ipykernel is installed for {sys.executable}.") from None
+                               f"{log}\n{hint}.") from None
         status = json.loads(_read(status_path, "{}") or "{}")
         joined = set(status.get("cgroups", []))
         why = "; ".join(status.get("errors", [])) or "unknown reason"

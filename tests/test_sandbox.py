@@ -2,8 +2,11 @@
 
 These run a real ipykernel through the same launcher users get. As root (CI) every limit is enforced by
 cgroups and a network namespace; elsewhere the tests check what `Isolation` says is enforced."""
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -300,3 +303,55 @@ def test_works_inside_a_jupyter_kernel():
         kc.stop_channels()
         km.shutdown_kernel(now=True)
     assert "".join(out) == "inner: 42\ntimed out: True False\nafter: 41\n"
+
+
+def _nobody_can_run_this_checkout():
+    import pwd, site
+    if os.getuid() != 0: return "needs root to switch to the user nobody"
+    try: pwd.getpwnam("nobody")
+    except KeyError: return "no user nobody"
+    py = "/usr/bin/python3.%d" % sys.version_info[1]
+    if not os.access(py, os.X_OK): return f"no system {py} (the venv's interpreter may be unreadable for nobody)"
+    import cascade_lab
+    paths = [os.path.dirname(os.path.dirname(cascade_lab.__file__))] + site.getsitepackages()
+    r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", " && ".join(f"test -r {p}" for p in paths)])
+    if r.returncode: return "the checkout or its packages are not readable by nobody"
+    return None
+
+
+def test_non_root_user_gets_namespaces_and_rlimits():
+    """As an unprivileged user (no cgroups, RLIMIT_NPROC binds, no CAP_SYS_ADMIN): the network goes through a user +
+    network namespace, memory and processes through rlimits, and the report says so. Run for real as `nobody`
+    with the system interpreter of the same minor version and this checkout's packages."""
+    why = _nobody_can_run_this_checkout()
+    if why: pytest.skip(why)
+    import cascade_lab, shutil, site, tempfile
+    from pathlib import Path
+    where = Path(tempfile.mkdtemp(prefix="cascade-nonroot-"))        # pytest's own tmp_path is private to root
+    script = where / "nonroot.py"
+    script.write_text(
+        "import json\nfrom cascade_lab.sandbox import PythonSandbox\n"
+        "with PythonSandbox(memory_mb=768, max_processes=64, timeout=20) as sb:\n"
+        "    out = {'isolation': vars(sb.isolation) | {'env_removed': list(sb.isolation.env_removed)},\n"
+        "           'uid': sb.run('import os; print(os.getuid())').output,\n"
+        "           'bomb': sb.run(\"x = b'x' * (2 << 30)\").error,\n"
+        "           'net': sb.run(\"import socket\\ntry: socket.create_connection(('1.1.1.1', 80), timeout=2)\\nexcept OSError as e: print(e.errno)\").output,\n"
+        "           'flood': sb.run(\"import subprocess\\nps = []\\ntry:\\n    for i in range(500): ps.append(subprocess.Popen(['sleep', '30']))\\nexcept OSError: print(len(ps))\").output,\n"
+        "           'after': sb.run('print(1)').output}\n"
+        "print(json.dumps(out))\n")
+    os.chmod(where, 0o755); os.chmod(script, 0o644)
+    pypath = ":".join([os.path.dirname(os.path.dirname(cascade_lab.__file__))] + site.getsitepackages())
+    py = "/usr/bin/python3.%d" % sys.version_info[1]
+    try:
+        r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cd /tmp && PYTHONPATH={pypath} {py} {script}"],
+                           capture_output=True, text=True, timeout=240)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    iso = out["isolation"]
+    assert out["uid"] == "65534"
+    assert iso["network"] == "own user + network namespace (loopback only)" and out["net"] == "101"   # ENETUNREACH
+    assert iso["memory"].startswith("rlimit RLIMIT_AS, 768 MB") and out["bomb"].startswith("MemoryError")
+    assert iso["processes"].startswith("rlimit RLIMIT_NPROC") and int(out["flood"]) < 200
+    assert out["after"] == "1"
