@@ -16,7 +16,8 @@
 #      or nbdev + execnb) are installed to /tmp/site first and put ahead of the image's packages.
 #   1. The repo is made importable: `pip install -e . --no-deps --no-build-isolation` into that Python when
 #      it works (it may not: no network, old setuptools), and PYTHONPATH=<repo> in any case.
-#   2. nbdev-test --flags gpu over the notebooks (skipped, with a note, when nbdev/execnb are not importable).
+#   2. nbdev-test --flags gpu over the notebooks that have `#| gpu` cells (skipped, with a note, when there are
+#      none or nbdev/execnb are not importable).
 #   3. python -m pytest tests/test_kernels_moe.py (natively on the GPU: no interpreter).
 #   4. kernels/tune_moe.py --budget-s 240 (less when the budget is short): writes the tuned table to
 #      cascade_lab/kernels/configs/E=128,N=1856,device_name=<GPU>.json.
@@ -145,10 +146,16 @@ EOF
 record "versions" "$(grep -m1 '^python ' "$LOG")"
 
 # ---- 2. notebooks -----------------------------------------------------------------------------------
-if "$PY" -c 'import nbdev, execnb' >/dev/null 2>&1; then
+# only the notebooks that have `#| gpu` cells: the others ran in CI already, and some need packages
+# (jupyter_client, math-verify) that the GPU image may lack
+GPU_NBS=$(grep -l '"#| *gpu' nbs/*.ipynb 2>/dev/null | xargs -r -n1 basename | sed 's/\.ipynb$//' | paste -sd'|' -)
+if [[ -z $GPU_NBS ]]; then
+  record "nbdev-test --flags gpu" "SKIPPED: no notebook has #| gpu cells"
+  log "== nbdev-test: skipped (no notebook has #| gpu cells)"
+elif "$PY" -c 'import nbdev, execnb' >/dev/null 2>&1; then
   step "nbdev-test --flags gpu" 150 "$PY" -c \
     'import sys; from nbdev.test import nbdev_test; sys.argv[0] = "nbdev-test"; sys.exit(nbdev_test())' \
-    --flags gpu --n-workers 4
+    --flags gpu --n-workers 4 --file-re "^(${GPU_NBS})\.ipynb$"
 else
   record "nbdev-test --flags gpu" "SKIPPED: nbdev/execnb not importable here (carry them as wheels to run it)"
   log "== nbdev-test: skipped (nbdev/execnb not importable with $PY)"
