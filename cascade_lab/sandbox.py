@@ -96,7 +96,7 @@ class _Cgroups:
         self.dirs, self.memory, self.pids, self.notes = [], None, None, []
         self._mem_dir = self._pids_dir = None
         mounts = _cgroup_mounts()
-        name, used = _CG_PREFIX + uuid.uuid4().hex[:12], set()
+        name, used = f"{_CG_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}", set()    # owner's pid: see _sweep_stale
         for ctrl, want in (("memory", memory_mb), ("pids", max_processes)):
             if want is None: continue
             where = _own_cgroup_dir(ctrl, mounts)
@@ -180,15 +180,42 @@ class _Cgroups:
         for d in self.dirs: self._rmdir(d)
         self.dirs = []
 
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _owner(name: str, prefix: str) -> int | None:
+    "The owner's pid in a name like `<prefix><pid>-<random>`, or None."
+    head = name[len(prefix):].split("-", 1)[0]
+    return int(head) if name.startswith(prefix) and head.isdigit() else None
+
 def _sweep_stale(parent: str) -> None:
-    "Remove empty groups that an earlier, killed session left behind."
-    try: names = [n for n in os.listdir(parent) if n.startswith(_CG_PREFIX)]
+    """Remove empty groups left behind by a process that died without closing its sandbox. A live owner's groups
+    are never touched: they are empty too while a kernel starts or restarts."""
+    try: names = os.listdir(parent)
     except OSError: return
     for n in names:
+        pid = _owner(n, _CG_PREFIX)
+        if pid is None or _pid_alive(pid): continue
         d = os.path.join(parent, n)
         if not _read(os.path.join(d, "cgroup.procs"), "x").strip():
             try: os.rmdir(d)
             except OSError: pass
+
+def _sweep_stale_dirs() -> None:
+    "Remove the temporary directories of sandboxes whose process died without closing them."
+    tmp, uid = tempfile.gettempdir(), os.getuid()
+    try: names = os.listdir(tmp)
+    except OSError: return
+    for n in names:
+        pid = _owner(n, "cl-sbx-") or _owner(n, "cascade-sandbox-")
+        if pid is None or _pid_alive(pid): continue
+        d = os.path.join(tmp, n)
+        try:
+            if os.stat(d).st_uid == uid: shutil.rmtree(d, ignore_errors=True)
+        except OSError: pass
 
 # %% ../nbs/10_sandbox.ipynb #51af8f60
 _CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
@@ -216,12 +243,43 @@ def _leave_network() -> str:
     except OSError as e: how += f"; loopback is down ({e.strerror})"
     return how
 
-# Run in the kernel at start-up (in a function, so it leaves no names behind): after each cell, wait until the
-# pipes that carry fd-level output (subprocesses, C code) are read, and flush, so that output belongs to its call.
+# Run in the kernel at start-up (in a function, so it leaves no names behind):
+# - `exit()` / `quit()` must not end the session behind the model's back (IPython would stop the kernel later);
+# - IPython 9 copies every call's stdout and stderr into `history_manager.outputs` and never lets go: a slow
+#   leak over many calls, and an out-of-memory death on a flood of output. Nothing here reads it;
+# - jupyter_client's packer cannot encode a lone surrogate and drops the whole message (an error, an output):
+#   pack with ASCII escapes instead, which any string survives;
+# - at most OUTPUT_CAP characters per stream per call leave the kernel: a flood would otherwise pile up in
+#   ipykernel's buffers (memory, and a backlog that outlives the interrupt) only to be cut away by us;
+# - after each cell, wait until the pipes that carry fd-level output (subprocesses, C code) are read, and
+#   flush, so that output belongs to its call.
 _KERNEL_STARTUP = """
-def _cascade_sandbox_setup():
-    import fcntl, struct, sys, termios, time
+def _cascade_sandbox_setup(output_cap):
+    import collections, fcntl, json, struct, sys, termios, time, warnings
     from IPython import get_ipython
+    from jupyter_client.jsonutil import json_default
+    ip = get_ipython()
+    ip.ask_exit = lambda: None
+    class Discard(collections.defaultdict):      # IPython keeps every call's output in memory, forever, unless...
+        def __contains__(self, key): return False
+        def __getitem__(self, key): return []
+    ip.history_manager.outputs = Discard(list)
+    warnings.filterwarnings("ignore", message="To exit: use")
+    def pack(obj):
+        try: return json.dumps(obj, default=json_default, ensure_ascii=True, allow_nan=False).encode()
+        except ValueError: return json.dumps(obj, default=json_default, ensure_ascii=True).encode()
+    ip.kernel.session.pack = pack
+    counts = {}
+    def capped(stream):
+        write = stream.write
+        def w(text):
+            n = counts.get(id(stream), 0)
+            counts[id(stream)] = n + len(text)
+            if n < output_cap: write(text[:output_cap - n])
+            return len(text)
+        return w
+    for s in (sys.stdout, sys.stderr): s.write = capped(s)
+    ip.events.register("pre_execute", counts.clear)
     def drain(*_):
         for s in (sys.stdout, sys.stderr):
             fid, end = getattr(s, "_fid", None), time.monotonic() + 0.05
@@ -230,8 +288,8 @@ def _cascade_sandbox_setup():
                 time.sleep(0.001)
             if fid is not None: time.sleep(0.001)     # the reader thread hands what it read to the stream
             s.flush()
-    get_ipython().events.register("post_execute", drain)
-_cascade_sandbox_setup()
+    ip.events.register("post_execute", drain)
+_cascade_sandbox_setup(OUTPUT_CAP)
 del _cascade_sandbox_setup
 """
 
@@ -252,7 +310,7 @@ def _launch(argv: list[str]) -> None:
     os.chdir(cfg["workdir"])
     with open(cfg["status_path"], "w") as f: json.dump(status, f)
     startup = os.path.join(os.path.dirname(cfg_path), "startup.py")
-    _write(startup, _KERNEL_STARTUP)
+    _write(startup, _KERNEL_STARTUP.replace("OUTPUT_CAP", str(int(cfg["output_cap"]))))
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
                               "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
                               f"--IPKernelApp.exec_files={startup}"])
@@ -308,11 +366,18 @@ class ExecResult:
 # %% ../nbs/10_sandbox.ipynb #077c331f
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
+def _clean(text: str) -> str:
+    "Text the model can be given: lone surrogates (not UTF-8) become '?'."
+    try: text.encode("utf-8")
+    except UnicodeEncodeError: text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
 class _Output:
     def __init__(self, limit: int):
         self.limit, self.parts, self.size, self.truncated = limit, [], 0, False
     def add(self, text: str) -> None:
         if not text: return
+        text = _clean(text)
         room = self.limit + 1 - self.size       # one char more than the limit tells a cut from an exact fit
         if room > 0: self.parts.append(text[:room]); self.size += min(len(text), room)
         if len(text) > room: self.truncated = True
@@ -425,11 +490,16 @@ class PythonSandbox:
         t0 = time.perf_counter()
         res = self._res
         if not res.dirs:
-            res.dirs.append(tempfile.mkdtemp(prefix="cl-sbx-"))          # short: ipc socket paths are limited to ~100 chars
-            self.workdir = self._workdir_arg or tempfile.mkdtemp(prefix="cascade-sandbox-")
+            _sweep_stale_dirs()
+            pid = os.getpid()
+            res.dirs.append(tempfile.mkdtemp(prefix=f"cl-sbx-{pid}-"))          # short: ipc socket paths are limited to ~100 chars
+            self.workdir = self._workdir_arg or tempfile.mkdtemp(prefix=f"cascade-sandbox-{pid}-")
             if self._workdir_arg is None: res.dirs.append(self.workdir)
             res.log = open(os.path.join(res.dirs[0], "kernel.log"), "ab")
         run_dir = res.dirs[0]
+        os.makedirs(self.workdir, exist_ok=True)       # the model's code may have deleted it
+        if res.cgroups is not None and any(not os.path.isdir(d) for d in res.cgroups.dirs):
+            res.cgroups = None                          # removed from outside: make them again, limits included
         if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes)
         cg = res.cgroups
         rlimits, memory, procs = self._limits(cg)
@@ -442,7 +512,7 @@ class PythonSandbox:
         cfg_path = os.path.join(run_dir, "launch.json")
         with open(cfg_path, "w") as f:
             json.dump({"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "workdir": self.workdir,
-                       "status_path": status_path}, f)
+                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2)}, f)
         pkg_parent = os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
         boot = f"import sys; sys.path.insert(0, {pkg_parent!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
         km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k"))
@@ -567,77 +637,111 @@ def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecRe
     timeout = self.timeout if timeout is None else _positive("timeout", timeout)
     with self._lock:
         if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
-        before, notes, restarted = [], [], False
+        before = []
         if self._res.km is None: self._start()
         elif not self._res.km.is_alive():        # died between calls (a background thread, an outside kill)
-            self.restart(); restarted = True
+            self.restart()
             before.append("The Python session had stopped since the last call and was restarted; its state was lost.")
-        res, t0 = self._res, time.perf_counter()
-        cg = res.cgroups
-        oom_before, refused_before, pids_before = cg.oom_kills(), cg.refusals(), cg.pids_inside()
-        out, images, error = _Output(self.max_output_chars), [], None
-        msg_id = res.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
-        deadline, timed_out, phase = t0 + timeout, False, "run"
-        while True:
-            now = time.perf_counter()
-            if now >= deadline:
-                if phase == "run":          # first the interrupt, then a short grace period
-                    timed_out, phase = True, "interrupted"
-                    try: res.km.interrupt_kernel()
-                    except Exception: pass
-                    deadline = now + self.interrupt_grace
-                    continue
-                self.restart(); restarted = True
-                notes.append(f"Execution timed out after {timeout:g} seconds; the code ignored the interrupt, so the "
-                             "Python session was restarted and its state was lost.")
-                error = f"timed out after {timeout:g} s (restarted)"
-                break
-            try: msg = res.kc.get_iopub_msg(timeout=min(0.1, deadline - now))
-            except ValueError:        # a message that failed its signature check: say so rather than stop
-                out.add("[a message from the Python session was lost]\n"); continue
-            except queue.Empty:
-                if res.km.is_alive(): continue
-                proc = getattr(res.km.provisioner, "process", None)
-                rc = proc.poll() if proc is not None else None
-                oom = cg.oom_kills() > oom_before
-                cause = _death_cause(rc, oom, self.memory_mb)
-                self.restart(); restarted = True
-                error = f"the Python process died: {cause}"
-                notes.append(f"The Python process died: {cause}. The session was restarted and its state was lost.")
-                break
-            if msg.get("parent_header", {}).get("msg_id") != msg_id: continue
-            kind, c = msg["msg_type"], msg["content"]
-            if kind == "stream": out.add(c.get("text", ""))
-            elif kind in ("execute_result", "display_data"):
-                data = c.get("data", {})
-                pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
-                if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
-                images += pics
-                if "text/plain" in data and not (pics and kind == "display_data"):
-                    out.add(str(data["text/plain"]) + "\n")
-            elif kind == "error":
-                if timed_out and c.get("ename") == "KeyboardInterrupt": continue     # our interrupt, not the model's error
-                out.add(format_traceback(c.get("traceback", []), c.get("ename", "Error"), c.get("evalue", "")) + "\n")
-                error = f"{c.get('ename', 'Error')}: {c.get('evalue', '')}".rstrip(": ")
-            elif kind == "status" and c.get("execution_state") == "idle": break
-        if not restarted and (timed_out or cg.refusals() > refused_before):
+        t0, cg = time.perf_counter(), self._res.cgroups
+        refused_before, pids_before = cg.refusals(), cg.pids_inside()
+        msg_id = self._res.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        try: r = self._collect(msg_id, timeout, t0)
+        except BaseException:
+            # the caller was interrupted (Ctrl-C in Jupyter): stop the code too, or it runs on into the next call
+            try:
+                self._res.km.interrupt_kernel()
+                if not self._wait_idle(msg_id, self.interrupt_grace): self.restart()
+            except Exception: pass
+            raise
+        r.restarted = r.restarted or bool(before)
+        notes = []
+        if r.notes: notes.append(r.notes)
+        if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
             # A call that timed out or hit the process limit leaves none of the processes it started behind.
             left = cg.pids_inside() - pids_before - {self.kernel_pid}
             if left: self._stop_children(left)
             if cg.refusals() > refused_before:
                 notes.append(f"Starting more processes was refused (limit: {self.max_processes} tasks)"
                              + (f"; the {len(left)} process(es) this code started were stopped." if left else "."))
-        if timed_out and not restarted:
+        if r.timed_out and not r.restarted:
             if self.restart_on_timeout:
-                self.restart(); restarted = True
+                self.restart(); r.restarted = True
                 notes.append(f"Execution timed out after {timeout:g} seconds; the Python session was restarted and its state was lost.")
             else: notes.append(f"Execution timed out after {timeout:g} seconds")
-            error = f"timed out after {timeout:g} s" + (" (restarted)" if restarted else "")
-        elif not restarted: self._drain_reply(msg_id)
-        text = out.text().rstrip()
+            r.error = f"timed out after {timeout:g} s" + (" (restarted)" if r.restarted else "")
+        text = r.out.text().rstrip()
         output = "\n".join(before + ([text] if text else []) + notes)
-        return ExecResult(output, error, timed_out, restarted, time.perf_counter() - t0, images, out.truncated,
+        return ExecResult(output, r.error, r.timed_out, r.restarted, time.perf_counter() - t0, r.images, r.out.truncated,
                           str(self.isolation))
+
+@dataclass
+class _Collected:
+    out: _Output
+    images: list = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+    restarted: bool = False
+    notes: str = ""
+
+def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Collected:
+    "Read the kernel's messages for request `msg_id` until it is idle, past the deadline, or dead."
+    res, cg = self._res, self._res.cgroups
+    oom_before = cg.oom_kills()
+    r = _Collected(_Output(self.max_output_chars))
+    deadline = t0 + timeout
+    while True:
+        now = time.perf_counter()
+        if now >= deadline:
+            if not r.timed_out:          # first the interrupt, then a short grace period
+                r.timed_out = True
+                try: res.km.interrupt_kernel()
+                except Exception: pass
+                deadline = now + self.interrupt_grace
+                continue
+            self.restart()
+            r.restarted, r.error = True, f"timed out after {timeout:g} s (restarted)"
+            r.notes = (f"Execution timed out after {timeout:g} seconds; the code did not stop within {self.interrupt_grace:g} s "
+                       "of the interrupt, so the Python session was restarted and its state was lost.")
+            return r
+        try: msg = res.kc.get_iopub_msg(timeout=min(0.1, deadline - now))
+        except ValueError:        # a message that failed its signature check: say so rather than stop
+            r.out.add("[a message from the Python session was lost]\n"); continue
+        except queue.Empty:
+            if res.km.is_alive(): continue
+            proc = getattr(res.km.provisioner, "process", None)
+            cause = _death_cause(proc.poll() if proc is not None else None, cg.oom_kills() > oom_before, self.memory_mb)
+            self.restart()
+            r.restarted, r.error = True, f"the Python process died: {cause}"
+            r.notes = f"The Python process died: {cause}. The session was restarted and its state was lost."
+            return r
+        if msg.get("parent_header", {}).get("msg_id") != msg_id: continue
+        kind, c = msg["msg_type"], msg["content"]
+        if kind == "stream": r.out.add(c.get("text", ""))
+        elif kind in ("execute_result", "display_data"):
+            data = c.get("data", {})
+            pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
+            if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
+            r.images += pics
+            if "text/plain" in data and not pics: r.out.add(str(data["text/plain"]) + "\n")     # an image's repr is noise
+        elif kind == "error":
+            ename, evalue = c.get("ename", "Error"), c.get("evalue", "")
+            if r.timed_out and ename == "KeyboardInterrupt": continue          # our interrupt, not the model's error
+            if ename == "SystemExit" and evalue in ("", "0", "None"): continue  # sys.exit(0): a normal end
+            r.out.add(format_traceback(c.get("traceback", []), ename, evalue) + "\n")
+            r.error = _clean(f"{ename}: {evalue}".rstrip(": "))
+        elif kind == "status" and c.get("execution_state") == "idle":
+            if not r.timed_out: self._drain_reply(msg_id)
+            return r
+
+def _wait_idle(self: PythonSandbox, msg_id: str, seconds: float) -> bool:
+    "Wait until the kernel is idle after request `msg_id`; False if it is not within `seconds`."
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try: m = self._res.kc.get_iopub_msg(timeout=0.1)
+        except (queue.Empty, ValueError): continue
+        if m.get("parent_header", {}).get("msg_id") == msg_id and m["msg_type"] == "status" \
+                and m["content"].get("execution_state") == "idle": return True
+    return False
 
 def _b64(s) -> bytes:
     import base64
@@ -653,11 +757,7 @@ def _stop_children(self: PythonSandbox, pids: set) -> None:
     while time.monotonic() < end and any(_read(f"/proc/{p}/stat", ") Z").rsplit(")", 1)[-1].split()[:1] != ["Z"] for p in pids):
         time.sleep(0.005)
     msg_id = self._res.kc.execute(_REAP, silent=True, store_history=False, allow_stdin=False)
-    while time.monotonic() < end + 3:
-        try: m = self._res.kc.get_iopub_msg(timeout=0.1)
-        except (queue.Empty, ValueError): continue
-        if m.get("parent_header", {}).get("msg_id") == msg_id and m["msg_type"] == "status" \
-                and m["content"].get("execution_state") == "idle": break
+    self._wait_idle(msg_id, 5)
     self._drain_reply(msg_id)
 
 def _drain_reply(self: PythonSandbox, msg_id: str) -> None:
@@ -668,4 +768,6 @@ def _drain_reply(self: PythonSandbox, msg_id: str) -> None:
         if m.get("parent_header", {}).get("msg_id") == msg_id: return
 
 _run.__name__, _run.__qualname__ = "run", "PythonSandbox.run"
-PythonSandbox.run, PythonSandbox._drain_reply, PythonSandbox._stop_children = _run, _drain_reply, _stop_children
+PythonSandbox.run = _run
+PythonSandbox._collect, PythonSandbox._wait_idle = _collect, _wait_idle
+PythonSandbox._drain_reply, PythonSandbox._stop_children = _drain_reply, _stop_children

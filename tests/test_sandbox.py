@@ -355,3 +355,80 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     assert iso["memory"].startswith("rlimit RLIMIT_AS, 768 MB") and out["bomb"].startswith("MemoryError")
     assert iso["processes"].startswith("rlimit RLIMIT_NPROC") and int(out["flood"]) < 200
     assert out["after"] == "1"
+
+
+def test_sandboxes_starting_together_keep_their_limits():
+    """Groups left by dead processes are swept when a sandbox starts; a live sandbox's groups (empty while its
+    kernel starts or restarts) never are."""
+    import threading
+    a = PythonSandbox(memory_mb=512, timeout=20)
+    a.start()
+    enforced(a, "memory")
+    bad = []
+    def start_one():
+        with PythonSandbox() as s:
+            if not s.isolation.complete: bad.append(str(s.isolation))
+    os.kill(a.kernel_pid, 9)                      # a's groups are empty now, as during any restart
+    threads = [threading.Thread(target=start_one) for _ in range(3)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    try:
+        assert not bad, bad
+        r = a.run("x = bytearray(900 << 20); x[::4096] = b'y' * len(x[::4096]); print('allocated')")
+        assert r.restarted and "out of memory (limit 512 MB)" in r.output, r
+        assert a.isolation.complete
+    finally:
+        a.close()
+
+
+def test_code_deleting_its_working_directory(sb):
+    r = sb.run("import os, shutil; shutil.rmtree(os.getcwd())")
+    assert r.error is None
+    r = sb.run("import os; os._exit(1)")
+    assert r.restarted
+    r = sb.run("import os; print(os.getcwd())")
+    assert r.output == sb.workdir and os.path.isdir(sb.workdir)
+
+
+def test_exit_does_not_end_the_session(sb):
+    sb.run("kept = 5")
+    for code in ("exit()", "quit()", "import sys; sys.exit(0)", "import sys; sys.exit()"):
+        r = sb.run(code)
+        assert r.error is None and r.output == "", (code, r)
+    time.sleep(0.5)
+    r = sb.run("print(kept)")
+    assert (r.output, r.restarted) == ("5", False)
+    r = sb.run("import sys; sys.exit(3)")
+    assert r.error == "SystemExit: 3" and not r.restarted
+
+
+def test_lone_surrogates_reach_the_model_as_text(sb):
+    r = sb.run("raise ValueError('bad \\ud800 value')")
+    assert r.error == "ValueError: bad ? value" and r.output.endswith("ValueError: bad ? value"), r
+    r = sb.run("print('x \\udcff y')")
+    assert r.output == "x ? y" and r.error is None, r
+    r.output.encode("utf-8")
+    healthy(sb)
+
+
+def test_output_flood_from_python_is_capped_in_the_kernel(sb):
+    r = sb.run("import sys\nwhile True: sys.stdout.write('y' * 100_000)", timeout=2)
+    assert r.timed_out and not r.restarted and r.truncated, r
+    assert r.output.startswith("y" * 100) and r.output.endswith("Execution timed out after 2 seconds")
+    healthy(sb)
+
+
+def test_host_interrupt_stops_the_code_too(sb):
+    import _thread, threading
+    threading.Timer(1.0, _thread.interrupt_main).start()
+    with pytest.raises(KeyboardInterrupt):
+        sb.run("import time; time.sleep(8); print('should not finish')")
+    t = time.perf_counter()
+    r = sb.run("print('new')", timeout=5)
+    assert (r.output, r.timed_out, r.error) == ("new", False, None) and time.perf_counter() - t < 2, r
+
+
+def test_images_as_results_are_not_sent_as_text(sb):
+    png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+    r = sb.run(f"from IPython.display import Image\nimport base64\nImage(data=base64.b64decode('{png}'))")
+    assert r.output == "" and len(r.images) == 1 and r.images[0]["data"].startswith(b"\x89PNG")
