@@ -55,12 +55,19 @@ def _json_schema(hint) -> dict:
 def function_tool(fn, name: str | None = None, description: str | None = None) -> Tool:
     "A `Tool` calling `fn`, its schema read from `fn`'s signature, annotations and docstring."
     if not callable(fn): raise TypeError(f"a tool must be a callable, got {type(fn).__name__}")
-    sig = inspect.signature(fn)
-    hints = typing.get_type_hints(fn, include_extras=True)
+    fn_name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) or type(fn).__name__
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+        raise ValueError(f"tool function {fn_name!r} is async: tools are called synchronously; wrap it in a plain function")
+    try: sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise ValueError(f"cannot read the signature of {fn!r}: give the tool as Tool(schema, fn) instead") from None
+    try: hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:           # unresolvable forward references, callables typing cannot inspect: raw annotations
+        hints = {k: p.annotation for k, p in sig.parameters.items() if p.annotation is not p.empty}
     props, required = {}, []
     for p in sig.parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD, p.POSITIONAL_ONLY):
-            raise ValueError(f"tool function {fn.__name__!r}: parameter {p.name!r} must be passable by keyword "
+            raise ValueError(f"tool function {fn_name!r}: parameter {p.name!r} must be passable by keyword "
                              "(no *args, **kwargs or positional-only parameters)")
         hint, desc = hints.get(p.name), None
         if typing.get_origin(hint) is typing.Annotated:
@@ -69,7 +76,7 @@ def function_tool(fn, name: str | None = None, description: str | None = None) -
         props[p.name] = {**_json_schema(hint), **({"description": desc} if desc else {})}
         if p.default is p.empty: required.append(p.name)
     doc = (inspect.getdoc(fn) or "").split("\n\n")[0].strip()
-    fn_schema = {"name": name or fn.__name__}
+    fn_schema = {"name": name or fn_name}
     if description or doc: fn_schema["description"] = description or doc
     fn_schema["parameters"] = {"type": "object", "properties": props, "required": required}
     return Tool({"type": "function", "function": fn_schema}, fn)
@@ -77,7 +84,9 @@ def function_tool(fn, name: str | None = None, description: str | None = None) -
 def resolve_tools(tools) -> list[Tool]:
     """`Tool`s from a list of: "python" (the sandboxed Python tool), a tool schema dict naming the Python tool,
     a `Tool`, or a function."""
-    if isinstance(tools, (str, dict)) or callable(tools): tools = [tools]
+    if isinstance(tools, (str, dict, Tool)) or callable(tools): tools = [tools]
+    if tools is not None and not isinstance(tools, (list, tuple)):
+        raise ValueError(f"tools must be a list of tools (\"python\", functions, Tool objects), got {type(tools).__name__}")
     out = []
     for t in tools or ():
         if isinstance(t, Tool): out.append(t)
@@ -102,11 +111,12 @@ _PY_TYPES = {"integer": (int,), "number": (int, float), "boolean": (bool,), "str
 def _type_error(tool: Tool, arguments: dict) -> str | None:
     "The first problem with the call's arguments against the tool's schema, or None."
     params = tool.parameters
-    props, required = params.get("properties") or {}, params.get("required") or []
+    props, required = params.get("properties"), params.get("required") or []
     missing = [r for r in required if r not in arguments]
     if missing: return f"tool {tool.name!r} is missing the required argument(s): {', '.join(missing)}."
+    if props is None: return None           # a schema that lists no parameters takes what it is given
     extra = [a for a in arguments if a not in props]
-    if extra and props is not None:
+    if extra and params.get("additionalProperties") is not True:
         return f"tool {tool.name!r} got unexpected argument(s): {', '.join(extra)}. Its arguments are: {', '.join(props) or 'none'}."
     for k, v in arguments.items():
         spec = props.get(k) or {}
@@ -118,14 +128,20 @@ def _type_error(tool: Tool, arguments: dict) -> str | None:
             return f"argument {k!r} of tool {tool.name!r} must be of type {want}, got {type(v).__name__} {str(v)[:80]!r}."
     return None
 
-def _as_text(value) -> str:
-    if isinstance(value, str): return value
-    try: return json.dumps(value, ensure_ascii=False, default=str)
-    except (TypeError, ValueError): return str(value)
+def _as_text(value, limit: int) -> tuple[str, bool]:
+    "A function tool's result as the text for the model (JSON unless a string), cut like the sandbox's output."
+    if not isinstance(value, str):
+        try: value = json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError): value = str(value)
+    try: value.encode("utf-8")
+    except UnicodeEncodeError: value = value.encode("utf-8", "replace").decode("utf-8")
+    return (value[:limit] + "<output cut>", True) if len(value) > limit else (value, False)
 
-def call_tool(call, tools: list[Tool], sandbox=None) -> tuple[str, dict]:
-    "Run one parsed tool call: (the tool response text for the model, a JSON-ready record for the trace)."
+def call_tool(call, tools: list[Tool], sandbox=None, max_output_chars: int | None = None) -> tuple[str, dict]:
+    """Run one parsed tool call: (the tool response text for the model, a JSON-ready record for the trace).
+    A function's result is cut at `max_output_chars` (default: the sandbox's, else 1000) like the sandbox's output."""
     t0 = time.perf_counter()
+    limit = max_output_chars if max_output_chars is not None else getattr(sandbox, "max_output_chars", 1000)
     name = getattr(call, "name", None)
     record = {"name": name, "arguments": dict(getattr(call, "arguments", {}) or {}), "error": None}
     by_name = {t.name: t for t in tools}
@@ -143,13 +159,17 @@ def call_tool(call, tools: list[Tool], sandbox=None) -> tuple[str, dict]:
     if problem: return done(f"Error: {problem}", "bad arguments")
     if tool.fn is None:                                   # the Python tool
         if sandbox is None: return done("Error: no Python sandbox is available to run this code.", "no sandbox")
-        r = sandbox.run(record["arguments"]["code"])
+        try: r = sandbox.run(record["arguments"]["code"])
+        except Exception as e:      # the sandbox itself failed (not the model's code): tell the model, keep the run
+            return done(f"Error: the Python tool is unavailable ({e}).", f"sandbox failed: {type(e).__name__}: {e}")
         d = r.to_dict()
         return done(r.output, r.error, **{k: d[k] for k in ("timed_out", "restarted", "truncated", "images")})
     try: value = tool.fn(**record["arguments"])
-    except Exception as e:
-        return done(f"Error: {type(e).__name__}: {e}", f"{type(e).__name__}: {e}")
-    return done(_as_text(value))
+    except (Exception, SystemExit) as e:
+        text, _ = _as_text(f"Error: {type(e).__name__}: {e}", limit)
+        return done(text, text[len("Error: "):])
+    text, cut = _as_text(value, limit)
+    return done(text, truncated=cut)
 
 # %% ../nbs/11_tir.ipynb #ab824b8f
 def last_boxed(text: str | None) -> str | None:
@@ -287,6 +307,11 @@ def _should_stop(stop) -> bool:
     if isinstance(stop, threading.Event): return stop.is_set()
     return bool(stop())
 
+def _check_messages(messages) -> list[dict]:
+    if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) and "role" in m for m in messages):
+        raise ValueError('messages must be a list of message dicts, e.g. [{"role": "user", "content": "..."}]')
+    return [dict(m) for m in messages]
+
 def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=None, max_steps: int = 16,
               max_tool_calls: int = 32, enable_thinking: bool = True, stop=None, on_step=None, seed: int | None = None,
               **generate_kw):
@@ -304,9 +329,11 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
             raise ValueError(f"{name} must be an integer >= {1 if name == 'max_steps' else 0}, got {v!r}")
     if remote and (bad := sorted(set(generate_kw) - _REMOTE_OPTIONS)):
         raise ValueError(f"option(s) {', '.join(bad)} are not supported with a remote model (it takes {', '.join(sorted(_REMOTE_OPTIONS))})")
+    if stop is not None and not (isinstance(stop, threading.Event) or callable(stop)):
+        raise ValueError(f"stop must be a threading.Event or a function returning True to stop, got {type(stop).__name__}")
     tool_list = resolve_tools(tools)
     schemas = [t.schema for t in tool_list] or None
-    msgs = [dict(m) for m in messages]
+    msgs = _check_messages(messages)
     own_sandbox = sandbox is None and any(t.fn is None for t in tool_list)
     if own_sandbox:
         from cascade_lab.sandbox import PythonSandbox
@@ -344,9 +371,11 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
                 if reason is None and _should_stop(stop): reason = "stopped"
                 if reason is None and n_calls >= max_tool_calls: reason = "max_tool_calls"
                 if reason in ("stopped", "max_tool_calls"):
+                    # answered all the same, so the conversation stays well formed (every call has its response)
+                    why = "the run was stopped" if reason == "stopped" else f"the tool-call budget ({max_tool_calls}) is exhausted"
                     results.append({"name": call.name, "arguments": dict(call.arguments), "output": None,
-                                    "error": f"not run: {'the run was stopped' if reason == 'stopped' else f'the tool-call budget ({max_tool_calls}) is exhausted'}",
-                                    "seconds": 0.0})
+                                    "error": f"not run: {why}", "seconds": 0.0})
+                    msgs.append({"role": "tool", "content": f"Error: not run: {why}."})
                     continue
                 if reason == "length": break
                 content, record = call_tool(call, tool_list, sandbox)

@@ -119,3 +119,74 @@ def test_builder_continues_or_starts_a_fresh_context(local):
     assert len(r) == 12 and r.recorded.tolist() == [1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0]
     # step 2's rows are its own rows 5.. (the tokens new in it), not its first rows
     assert r.experts[5].tolist() == [[(5 * 2) % 8, (5 * 2 + 1) % 8]]
+
+
+# --- bad inputs and odd tools -------------------------------------------------------------------------------
+from cascade_lab.parse import parse_output
+from cascade_lab.tir import call_tool, function_tool, resolve_tools
+
+
+def _call(name, tools=(), **args):
+    "A call as the loop gets it: parsed with the tools' schemas (which type the arguments)."
+    body = "".join(f"<parameter={k}>\n{v}\n</parameter>\n" for k, v in args.items())
+    return parse_output(f"<tool_call>\n<function={name}>\n{body}</function>\n</tool_call>",
+                        tools=[t.schema for t in tools] or None, thinking=False).tool_calls[0]
+
+
+@pytest.mark.parametrize("messages", ["hello", [("user", "x")], {"role": "user"}, None, [{"content": "no role"}]])
+def test_bad_messages_are_refused_clearly(local, messages):
+    with pytest.raises(ValueError, match="messages must be a list of message dicts"):
+        run_tools(messages, model=local[0], tokenizer=local[1], tools=[])
+
+
+@pytest.mark.parametrize("stop", [True, "yes", 3])
+def test_bad_stop_is_refused(local, stop):
+    with pytest.raises(ValueError, match="stop must be a threading.Event or a function"):
+        run_tools([{"role": "user", "content": "hi"}], model=local[0], tokenizer=local[1], tools=[], stop=stop)
+
+
+def test_odd_tool_values():
+    import functools
+    with pytest.raises(ValueError, match="tools must be a list of tools"): resolve_tools(5)
+    with pytest.raises(ValueError, match="tools must be a list of tools"): resolve_tools(b"python")
+    with pytest.raises(ValueError, match="cannot read the signature"): function_tool(max)
+    async def fetch(url: str): return url
+    with pytest.raises(ValueError, match="is async"): function_tool(fetch)
+    def power(base: int, exp: int = 2): return base ** exp
+    t = function_tool(functools.partial(power, exp=3), name="cube")
+    assert t.name == "cube" and t.parameters["required"] == ["base"]
+    assert call_tool(_call("cube", [t], base=2), [t])[0] == "8"
+    def later(x: "NotDefinedAnywhere"): return x                  # noqa: F821 - an unresolvable annotation
+    assert function_tool(later).parameters["properties"] == {"x": {}}
+
+
+def test_function_results_are_cut_and_made_text():
+    def big() -> str: return "y" * 5000
+    def weird(): return {"a": {1, 2}, "s": "bad \ud800"}
+    def quits(): raise SystemExit(3)
+    tools = resolve_tools([big, weird, quits])
+    text, rec = call_tool(_call("big"), tools)
+    assert text == "y" * 1000 + "<output cut>" and rec["truncated"] is True
+    text, _ = call_tool(_call("big"), tools, max_output_chars=10)
+    assert text == "y" * 10 + "<output cut>"
+    text, rec = call_tool(_call("weird"), tools)
+    text.encode("utf-8")
+    assert "bad ?" in text and rec["error"] is None
+    text, rec = call_tool(_call("quits"), tools)
+    assert text == "Error: SystemExit: 3" and rec["error"] == "SystemExit: 3"
+
+
+def test_schemas_without_properties_or_with_additional_properties():
+    from cascade_lab.tir import Tool
+    anything = Tool({"type": "function", "function": {"name": "anything"}}, lambda **kw: sorted(kw))
+    assert call_tool(_call("anything", a=1, b=2), [anything])[0] == '["a", "b"]'
+    open_ = Tool({"type": "function", "function": {"name": "open_", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}}, "additionalProperties": True}}}, lambda **kw: len(kw))
+    assert call_tool(_call("open_", [open_], a=1, z="q"), [open_])[0] == "2"
+
+
+def test_a_broken_sandbox_is_an_error_response_not_a_crash():
+    sb = PythonSandbox()
+    sb.close()                                    # every run now raises SandboxError
+    text, rec = call_tool(_call("stateful_python_code_exec", code="print(1)"), resolve_tools(["python"]), sandbox=sb)
+    assert text.startswith("Error: the Python tool is unavailable") and rec["error"].startswith("sandbox failed: SandboxError")
