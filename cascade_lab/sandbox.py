@@ -218,7 +218,20 @@ def _sweep_stale_dirs() -> None:
         except OSError: pass
 
 # %% ../nbs/10_sandbox.ipynb #51af8f60
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 2, 4, 4096, 16384, 1 << 18, 2
+_PR_SET_NO_NEW_PRIVS = 38
+
+def _libc():
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    return libc
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
 
 def _loopback_up() -> None:
     "Bring `lo` up in a fresh network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS), so code can still use 127.0.0.1."
@@ -227,21 +240,56 @@ def _loopback_up() -> None:
         flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 0x1))
 
-def _leave_network() -> str:
-    "Enter a new network namespace; returns what was done (or why not)."
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) == 0: how = "own network namespace (loopback only)"
+def _unshare(libc, network: bool) -> tuple[str, bool]:
+    "New namespaces for this process: (what the network is now, whether the mount table is our own)."
+    flags = _CLONE_NEWNS | (0 if network else _CLONE_NEWNET)
+    if libc.unshare(flags) == 0: userns = False
     else:
         uid, gid = os.getuid(), os.getgid()
-        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
-            return f"NOT isolated: unshare failed ({os.strerror(ctypes.get_errno())})"
+        if libc.unshare(flags | _CLONE_NEWUSER) != 0:
+            err = os.strerror(ctypes.get_errno())
+            return ("allowed (network=True)" if network else f"NOT isolated: unshare failed ({err})"), False
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
-        how = "own user + network namespace (loopback only)"
+        userns = True
+    if network: return "allowed (network=True)", True
+    how = "own user + network namespace (loopback only)" if userns else "own network namespace (loopback only)"
     try: _loopback_up()
     except OSError as e: how += f"; loopback is down ({e.strerror})"
-    return how
+    return how, True
+
+def _hide_home(libc, home: str, keep: list[str], stage: str) -> str:
+    "A tmpfs over `home` with the `keep` paths bound back in; returns what was done."
+    _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making mounts private")   # nothing leaks out
+    os.makedirs(stage, exist_ok=True)
+    _check(libc.mount(home.encode(), stage.encode(), None, _MS_BIND | _MS_REC, None), f"binding {home}")
+    _check(libc.mount(b"tmpfs", home.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755,size=16m"), f"tmpfs over {home}")
+    kept = []
+    for p in keep:
+        src = os.path.join(stage, os.path.relpath(p, home))
+        if not os.path.exists(src): continue
+        if os.path.isdir(src): os.makedirs(p, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            open(p, "a").close()
+        _check(libc.mount(src.encode(), p.encode(), None, _MS_BIND | _MS_REC, None), f"binding {p} back")
+        kept.append(p)
+    libc.umount2(stage.encode(), _MNT_DETACH)          # the rest of the real home is now out of reach
+    return f"hidden (a tmpfs over {home}; bound back: {', '.join(kept) or 'nothing'})"
+
+def _reachable(path: str) -> bool:
+    "Whether any user may pass through every directory above `path`."
+    parts = os.path.abspath(path).split(os.sep)
+    return all(os.stat(os.sep.join(parts[:i]) or os.sep).st_mode & 0o001 for i in range(1, len(parts)))
+
+def _become(uid: int, gid: int, give: list[str]) -> None:
+    "Hand `give` to uid:gid, then drop to it for good: no groups, no capabilities, no new privileges."
+    for p in give: os.chown(p, uid, gid)
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)                       # from root: real, effective and saved ids, and every capability
+    _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
 # Run in the kernel at start-up (in a function, so it leaves no names behind):
 # - `exit()` / `quit()` must not end the session behind the model's back (IPython would stop the kernel later);
@@ -298,19 +346,48 @@ def _launch(argv: list[str]) -> None:
     cfg_path, connection_file = argv
     with open(cfg_path) as f: cfg = json.load(f)
     status = {"pid": os.getpid(), "cgroups": [], "errors": [], "rlimits": {}}
+    report = open(cfg["status_path"], "w")          # opened now: the kernel's own user could not open it later
     for d in cfg["cgroups"]:
         try: _write(os.path.join(d, "cgroup.procs"), os.getpid()); status["cgroups"].append(d)
         except OSError as e: status["errors"].append(f"joining {d}: {e.strerror}")
-    status["network"] = "allowed" if cfg["network"] else _leave_network()
+    libc = _libc()
+    status["network"], own_mounts = _unshare(libc, cfg["network"])
+    status["home"] = "NOT hidden: no mount namespace of its own"
+    if own_mounts and cfg["home"]:
+        try: status["home"] = _hide_home(libc, cfg["home"], cfg["keep"], cfg["stage"])
+        except OSError as e: status["home"] = f"NOT hidden: {e}"
     for name, value in cfg["rlimits"].items():
         try: resource.setrlimit(getattr(resource, name), (value, value)); status["rlimits"][name] = value
         except (OSError, ValueError) as e: status["errors"].append(f"{name}: {e}")
     try: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # a segfault leaves no core file behind
     except (OSError, ValueError): pass
-    os.chdir(cfg["workdir"])
-    with open(cfg["status_path"], "w") as f: json.dump(status, f)
     startup = os.path.join(os.path.dirname(cfg_path), "startup.py")
     _write(startup, _KERNEL_STARTUP.replace("OUTPUT_CAP", str(int(cfg["output_cap"]))))
+    os.chmod(startup, 0o644)
+    status["user"] = "this user (not root: no privileges to drop)" if os.getuid() else "NOT dropped: still root"
+    workdir = cfg["workdir"]
+    if os.getuid() == 0 and cfg["uid"] is not None and not _reachable(workdir):
+        # a directory behind a private parent (say under /root): show it to the kernel at a reachable place
+        if own_mounts:
+            try:
+                view = os.path.join(os.path.dirname(cfg_path), "work")
+                os.makedirs(view, exist_ok=True)
+                _check(libc.mount(workdir.encode(), view.encode(), None, _MS_BIND, None), f"binding {workdir}")
+                workdir = view
+            except OSError as e: status["errors"].append(str(e))
+        if workdir == cfg["workdir"]: cfg["uid"], status["user"] = None, "NOT dropped: its working directory is private to root"
+    os.environ["HOME"] = status["workdir"] = workdir
+    if os.getuid() == 0 and cfg["uid"] is not None:
+        uid = gid = cfg["uid"]
+        mine = os.path.join(cfg["sockets"], "kernel.json")        # the kernel's copy of its connection file
+        shutil.copyfile(connection_file, mine)
+        try:
+            _become(uid, gid, [cfg["sockets"], mine, workdir])
+            connection_file = mine
+            status["user"] = f"uid {uid} of its own (no groups, no capabilities, no new privileges)"
+        except OSError as e: status["user"] = f"NOT dropped: still root ({e})"
+    os.chdir(workdir)
+    json.dump(status, report); report.close()
     os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
                               "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
                               f"--IPKernelApp.exec_files={startup}"])
@@ -324,15 +401,17 @@ class Isolation:
     processes: str
     env_removed: tuple = ()
     workdir: str = ""
+    user: str = ""
+    home: str = ""
 
     @property
     def complete(self) -> bool:
-        "Whether every limit asked for is enforced (network isolation counts only when it was asked for)."
-        return not any(s.startswith("NOT") for s in (self.network, self.memory, self.processes))
+        "Whether everything asked for is enforced (network isolation counts only when it was asked for)."
+        return not any(s.startswith("NOT") for s in (self.network, self.memory, self.processes, self.user, self.home))
 
     def __str__(self) -> str:
-        return (f"network: {self.network}; memory: {self.memory}; processes: {self.processes}; "
-                f"environment: {len(self.env_removed)} secret variable(s) removed")
+        return (f"network: {self.network}; memory: {self.memory}; processes: {self.processes}; user: {self.user}; "
+                f"home: {self.home}; environment: {len(self.env_removed)} secret variable(s) removed")
 
 @dataclass
 class ExecResult:
@@ -410,7 +489,7 @@ def _warn_once(msg: str) -> None:
 class _Resources:
     "What one sandbox owns, separate from it so that a finalizer can release it without the sandbox."
     def __init__(self):
-        self.km = self.kc = self.cgroups = self.log = None
+        self.km = self.kc = self.cgroups = self.log = self.workdir_owner = None
         self.dirs: list[str] = []
     def stop_kernel(self) -> None:
         if self.kc is not None:
@@ -427,6 +506,13 @@ class _Resources:
         self.stop_kernel()
         if self.cgroups is not None: self.cgroups.remove(); self.cgroups = None
         if self.log is not None: self.log.close(); self.log = None
+        if self.workdir_owner is not None:        # a directory the researcher gave: everything in it back to its owner
+            top, uid, gid = self.workdir_owner
+            for root, dirs, files in os.walk(top):
+                for n in [root] + [os.path.join(root, x) for x in dirs + files]:
+                    try: os.lchown(n, uid, gid)
+                    except OSError: pass
+            self.workdir_owner = None
         for d in self.dirs: shutil.rmtree(d, ignore_errors=True)
         self.dirs = []
 
@@ -438,6 +524,23 @@ def _kernel_manager(argv: list[str], ipc_path: str):
     class _OneSpec(KernelSpecManager):
         def get_kernel_spec(self, kernel_name, *args, **kwargs): return spec
     return KernelManager(kernel_name="cascade-sandbox", kernel_spec_manager=_OneSpec(), transport="ipc", ip=ipc_path)
+
+def _fresh_id() -> int:
+    "An unused-looking uid/gid for one sandbox's kernel, far above any account's."
+    import random
+    return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
+
+def _needed_under(home: str, extra: list[str]) -> list[str]:
+    "What the kernel's interpreter needs from inside `home` (outermost paths only), to bind back over the tmpfs."
+    cand = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+            *site.getsitepackages(), *[p for p in sys.path if p], *os.environ.get("PYTHONPATH", "").split(os.pathsep), *extra}
+    if site.ENABLE_USER_SITE: cand.add(site.getusersitepackages())
+    inside = sorted({os.path.realpath(p) for p in cand if p and os.path.exists(p)})
+    inside = [p for p in inside if p != home and os.path.commonpath([p, home]) == home]
+    out = []
+    for p in inside:
+        if not any(os.path.commonpath([p, q]) == q for q in out): out.append(p)
+    return out
 
 def _positive(name: str, value, allow_none: bool = False):
     if value is None and allow_none: return None
@@ -473,6 +576,7 @@ class PythonSandbox:
         self.isolation: Isolation | None = None
         self.start_seconds: float | None = None
         self.restarts = 0
+        self._uid = None                # the kernel's own uid when we run as root (one per sandbox, kept across restarts)
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._lock = threading.RLock()
@@ -509,13 +613,25 @@ class PythonSandbox:
         if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
         status_path = os.path.join(run_dir, "status.json")
         if os.path.exists(status_path): os.remove(status_path)
+        sockets = os.path.join(run_dir, "k")            # the kernel's ipc sockets; handed to its user when it has one
+        shutil.rmtree(sockets, ignore_errors=True)
+        os.mkdir(sockets, 0o700)
+        os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
+        pkg_parent = os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
+        home = os.path.realpath(os.path.expanduser("~"))
+        if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
+        if self._uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
+            st = os.stat(self.workdir)
+            res.workdir_owner = (self.workdir, st.st_uid, st.st_gid)      # given back on close
         cfg_path = os.path.join(run_dir, "launch.json")
         with open(cfg_path, "w") as f:
             json.dump({"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "workdir": self.workdir,
-                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2)}, f)
-        pkg_parent = os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
+                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2),
+                       "home": home if home not in ("/", "") and os.path.isdir(home) else None,
+                       "keep": _needed_under(home, [pkg_parent, self.workdir, run_dir]), "stage": os.path.join(run_dir, "home"),
+                       "uid": self._uid, "sockets": sockets, "give": [self.workdir]}, f)
         boot = f"import sys; sys.path.insert(0, {pkg_parent!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
-        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k"))
+        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(sockets, "ipc"))
         res.km = km
         try:
             km.start_kernel(env=env, cwd=self.workdir, stdout=res.log, stderr=res.log)
@@ -540,8 +656,10 @@ class PythonSandbox:
         if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
         net = status.get("network", "unknown")
         if self.network: net = "allowed (network=True)"
-        self.isolation = Isolation(net, memory, procs, tuple(removed), self.workdir)
-        for what, s in (("network", net), ("memory", memory), ("processes", procs)):
+        self.isolation = Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir), status.get("user", "unknown"),
+                                   status.get("home", "unknown"))
+        for what, s in (("network", net), ("memory", memory), ("processes", procs), ("user", self.isolation.user),
+                        ("home", self.isolation.home)):
             if s.startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {s}")
         self.start_seconds = time.perf_counter() - t0
 
@@ -567,6 +685,7 @@ class PythonSandbox:
         env = {**base, "HOME": self.workdir, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
                "PYTHONUNBUFFERED": "1", "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
         if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moved; user packages stay
+        if os.getuid() == 0: env["USER"] = env["LOGNAME"] = "sandbox"             # the kernel runs as a uid of its own
         return env, removed
 
     def _log_tail(self, n: int = 2000) -> str:

@@ -212,8 +212,10 @@ def test_interpreter_exit_leaves_nothing_behind(tmp_path):
 
 def test_user_workdir_is_kept(tmp_path):
     with PythonSandbox(workdir=tmp_path) as s:
-        s.run("open('result.txt', 'w').write('kept')")
+        r = s.run("open('result.txt', 'w').write('kept'); import os; print(os.path.samefile(os.getcwd(), os.environ['HOME']))")
+        assert r.output == "True", r
     assert (tmp_path / "result.txt").read_text() == "kept"
+    assert (tmp_path / "result.txt").stat().st_uid == os.getuid() and tmp_path.stat().st_uid == os.getuid()   # given back
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -432,3 +434,26 @@ def test_images_as_results_are_not_sent_as_text(sb):
     png = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
     r = sb.run(f"from IPython.display import Image\nimport base64\nImage(data=base64.b64decode('{png}'))")
     assert r.output == "" and len(r.images) == 1 and r.images[0]["data"].startswith(b"\x89PNG")
+
+
+def test_the_kernel_cannot_reach_the_researchers_process_or_home(sb):
+    """As root the kernel runs as a uid of its own with no capabilities, and the home directory is a tmpfs
+    holding only the interpreter: the parent's environment (where the secrets are), its signals, the cgroups
+    and files in the home directory are all out of reach."""
+    if not sb.isolation.user.startswith("uid "): pytest.skip(f"user: {sb.isolation.user}")
+    probe = os.path.join(os.path.expanduser("~"), ".cascade-test-credentials")
+    with open(probe, "w") as f: f.write("top secret")
+    try:
+        code = (f"import os\nfor what, f in [('environ', lambda: open(f'/proc/{{os.getppid()}}/environ').read()),\n"
+                f"    ('signal', lambda: os.kill(os.getppid(), 0)),\n"
+                f"    ('cgroup', lambda: open('/sys/fs/cgroup/pids/cgroup.procs', 'w').write(str(os.getpid()))),\n"
+                f"    ('home file', lambda: open({probe!r}).read())]:\n"
+                "    try: f(); print(what, 'REACHED')\n"
+                "    except OSError as e: print(what, type(e).__name__)\n"
+                "print('caps', open('/proc/self/status').read().split('CapEff:')[1].split()[0])")
+        r = sb.run(code)
+        assert "REACHED" not in r.output, r.output
+        assert r.output.splitlines()[-1] == "caps 0000000000000000", r.output
+        assert sb.isolation.home.startswith("hidden") and sb.isolation.complete
+    finally:
+        os.remove(probe)
