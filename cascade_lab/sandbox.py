@@ -654,6 +654,8 @@ class PythonSandbox:
         set_ok = status.get("rlimits", {})
         if "RLIMIT_AS" in rlimits and "RLIMIT_AS" not in set_ok: memory = f"NOT enforced: RLIMIT_AS could not be set ({why})"
         if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
+        if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not status.get("user", "").startswith("uid "):
+            procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
         net = status.get("network", "unknown")
         if self.network: net = "allowed (network=True)"
         self.isolation = Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir), status.get("user", "unknown"),
@@ -672,7 +674,9 @@ class PythonSandbox:
             memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {'; '.join(cg.notes)})"
         if self.max_processes is None: procs = "not limited (max_processes=None)"
         elif procs is None:
-            if os.getuid() == 0: procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root"
+            if os.getuid() == 0:        # binds once the kernel has dropped to its own uid, which nothing else uses
+                rlimits["RLIMIT_NPROC"] = int(self.max_processes)
+                procs = f"rlimit RLIMIT_NPROC, {self.max_processes} tasks of its own uid (no pids cgroup)"
             else:
                 rlimits["RLIMIT_NPROC"] = _user_processes() + int(self.max_processes)
                 procs = f"rlimit RLIMIT_NPROC (this user's processes + {self.max_processes})"

@@ -263,21 +263,38 @@ def test_scrub_env_cloud_credentials():
 
 def test_without_cgroups_rlimits_stand_in_and_say_so(monkeypatch):
     """Where no cgroup can be used (a non-root user, a container without delegation), memory falls back to
-    RLIMIT_AS, and what is not enforced is stated in the isolation report and in a warning, never dropped."""
+    RLIMIT_AS and processes to RLIMIT_NPROC (as root it binds because the kernel runs as a uid of its own);
+    the isolation report says which, and a flood is still refused."""
     import cascade_lab.sandbox as sbm
     monkeypatch.setattr(sbm, "_cgroup_mounts", lambda: {})
-    monkeypatch.setattr(sbm, "_warned", set())
-    with pytest.warns(RuntimeWarning, match="processes is NOT enforced" if os.getuid() == 0 else "."):
-        s = PythonSandbox(memory_mb=1024, max_processes=64).start()
+    s = PythonSandbox(memory_mb=1024, max_processes=64).start()
     try:
         iso = s.isolation
         assert iso.memory.startswith("rlimit RLIMIT_AS, 1024 MB") and "no memory cgroup is mounted" in iso.memory
-        if os.getuid() == 0:
-            assert iso.processes.startswith("NOT enforced") and not iso.complete
+        assert iso.processes.startswith("rlimit RLIMIT_NPROC"), iso.processes
         r = s.run("x = b'x' * (2 << 30)")
-        assert r.error == "MemoryError: " or r.error.startswith("MemoryError"), r      # refused inside; the kernel lives
-        assert not r.restarted
+        assert r.error.startswith("MemoryError") and not r.restarted, r      # refused inside; the kernel lives
+        r = s.run("import subprocess\nps = []\ntry:\n    for i in range(300): ps.append(subprocess.Popen(['sleep', '30']))\n"
+                  "except OSError: print(len(ps))\nfor p in ps: p.kill(); p.wait()")
+        assert int(r.output) < 64, r
         assert s.run("print('still here')").output == "still here"
+    finally:
+        s.close()
+
+
+def test_what_is_not_enforced_is_said_and_warned(monkeypatch):
+    "A kernel that stays root without a pids cgroup: the report and a warning say what that leaves open."
+    if os.getuid() != 0: pytest.skip("needs root")
+    import cascade_lab.sandbox as sbm
+    monkeypatch.setattr(sbm, "_cgroup_mounts", lambda: {})
+    monkeypatch.setattr(sbm, "_fresh_id", lambda: None)           # no uid of its own: it stays root
+    monkeypatch.setattr(sbm, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="processes is NOT enforced"):
+        s = PythonSandbox().start()
+    try:
+        iso = s.isolation
+        assert iso.user.startswith("NOT dropped") and iso.processes.startswith("NOT enforced") and not iso.complete
+        assert "NOT enforced" in s.run("1").isolation
     finally:
         s.close()
 
