@@ -525,6 +525,10 @@ def _kernel_manager(argv: list[str], ipc_path: str):
         def get_kernel_spec(self, kernel_name, *args, **kwargs): return spec
     return KernelManager(kernel_name="cascade-sandbox", kernel_spec_manager=_OneSpec(), transport="ipc", ip=ipc_path)
 
+def _pkg_parent() -> str:
+    "The directory holding the `cascade_lab` package (the launcher imports it from there)."
+    return os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
+
 def _fresh_id() -> int:
     "An unused-looking uid/gid for one sandbox's kernel, far above any account's."
     import random
@@ -607,31 +611,10 @@ class PythonSandbox:
         if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes)
         cg = res.cgroups
         rlimits, memory, procs = self._limits(cg)
-        env, removed = self._kernel_env()
-        # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which
-        # alone would starve a kernel's dozen threads under a small limit
-        if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
-        status_path = os.path.join(run_dir, "status.json")
-        if os.path.exists(status_path): os.remove(status_path)
-        sockets = os.path.join(run_dir, "k")            # the kernel's ipc sockets; handed to its user when it has one
-        shutil.rmtree(sockets, ignore_errors=True)
-        os.mkdir(sockets, 0o700)
-        os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
-        pkg_parent = os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
-        home = os.path.realpath(os.path.expanduser("~"))
-        if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
-        if self._uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
-            st = os.stat(self.workdir)
-            res.workdir_owner = (self.workdir, st.st_uid, st.st_gid)      # given back on close
-        cfg_path = os.path.join(run_dir, "launch.json")
-        with open(cfg_path, "w") as f:
-            json.dump({"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "workdir": self.workdir,
-                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2),
-                       "home": home if home not in ("/", "") and os.path.isdir(home) else None,
-                       "keep": _needed_under(home, [pkg_parent, self.workdir, run_dir]), "stage": os.path.join(run_dir, "home"),
-                       "uid": self._uid, "sockets": sockets, "give": [self.workdir]}, f)
-        boot = f"import sys; sys.path.insert(0, {pkg_parent!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
-        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(sockets, "ipc"))
+        env, removed = self._kernel_env(rlimits)
+        cfg_path, status_path = self._launch_config(run_dir, cg, rlimits)
+        boot = f"import sys; sys.path.insert(0, {_pkg_parent()!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
+        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k", "ipc"))
         res.km = km
         try:
             km.start_kernel(env=env, cwd=self.workdir, stdout=res.log, stderr=res.log)
@@ -646,24 +629,48 @@ class PythonSandbox:
                     else f"Check that ipykernel is installed for {sys.executable}")
             raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
                                f"{log}\n{hint}.") from None
-        status = json.loads(_read(status_path, "{}") or "{}")
+        self.isolation = self._measured(json.loads(_read(status_path, "{}") or "{}"), cg, rlimits, memory, procs, removed)
+        for what in ("network", "memory", "processes", "user", "home"):
+            if (v := getattr(self.isolation, what)).startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {v}")
+        self.start_seconds = time.perf_counter() - t0
+
+    def _launch_config(self, run_dir: str, cg: _Cgroups, rlimits: dict) -> tuple[str, str]:
+        "Write what the launcher needs (see `_launch`); returns the paths of the config and of the status it will write."
+        res = self._res
+        status_path = os.path.join(run_dir, "status.json")
+        if os.path.exists(status_path): os.remove(status_path)
+        sockets = os.path.join(run_dir, "k")            # the kernel's ipc sockets; handed to its user when it has one
+        shutil.rmtree(sockets, ignore_errors=True)
+        os.mkdir(sockets, 0o700)
+        os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
+        home = os.path.realpath(os.path.expanduser("~"))
+        if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
+        if self._uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
+            st = os.stat(self.workdir)
+            res.workdir_owner = (self.workdir, st.st_uid, st.st_gid)      # given back on close
+        cfg_path = os.path.join(run_dir, "launch.json")
+        with open(cfg_path, "w") as f:
+            json.dump({"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "workdir": self.workdir,
+                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2),
+                       "home": home if home not in ("/", "") and os.path.isdir(home) else None,
+                       "keep": _needed_under(home, [_pkg_parent(), self.workdir, run_dir]),
+                       "stage": os.path.join(run_dir, "home"), "uid": self._uid, "sockets": sockets}, f)
+        return cfg_path, status_path
+
+    def _measured(self, status: dict, cg: _Cgroups, rlimits: dict, memory: str, procs: str, removed) -> Isolation:
+        "The isolation report from what the launcher says took effect (a limit it could not apply is NOT enforced)."
         joined = set(status.get("cgroups", []))
         why = "; ".join(status.get("errors", [])) or "unknown reason"
         if cg._mem_dir is not None and cg._mem_dir[1] not in joined: memory = f"NOT enforced: the kernel could not join its cgroup ({why})"
         if cg._pids_dir is not None and cg._pids_dir not in joined: procs = f"NOT enforced: the kernel could not join its cgroup ({why})"
-        set_ok = status.get("rlimits", {})
+        set_ok, user = status.get("rlimits", {}), status.get("user", "unknown")
         if "RLIMIT_AS" in rlimits and "RLIMIT_AS" not in set_ok: memory = f"NOT enforced: RLIMIT_AS could not be set ({why})"
         if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
-        if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not status.get("user", "").startswith("uid "):
+        if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not user.startswith("uid "):
             procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
-        net = status.get("network", "unknown")
-        if self.network: net = "allowed (network=True)"
-        self.isolation = Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir), status.get("user", "unknown"),
-                                   status.get("home", "unknown"))
-        for what, s in (("network", net), ("memory", memory), ("processes", procs), ("user", self.isolation.user),
-                        ("home", self.isolation.home)):
-            if s.startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {s}")
-        self.start_seconds = time.perf_counter() - t0
+        net = "allowed (network=True)" if self.network else status.get("network", "unknown")
+        return Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir), user,
+                         status.get("home", "unknown"))
 
     def _limits(self, cg: _Cgroups) -> tuple[dict, str, str]:
         "(rlimits the launcher sets where cgroups are missing, what holds memory, what holds processes)."
@@ -682,7 +689,7 @@ class PythonSandbox:
                 procs = f"rlimit RLIMIT_NPROC (this user's processes + {self.max_processes})"
         return rlimits, memory, procs
 
-    def _kernel_env(self) -> tuple[dict, list[str]]:
+    def _kernel_env(self, rlimits: dict) -> tuple[dict, list[str]]:
         "The kernel's environment (ours plus `env`, scrubbed; HOME is the working directory) and the names removed."
         base, removed = scrub_env({**os.environ, **self.extra_env})
         base.pop("PYTEST_CURRENT_TEST", None)      # under it ipykernel would not capture fd-level output
@@ -690,6 +697,9 @@ class PythonSandbox:
                "PYTHONUNBUFFERED": "1", "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
         if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moved; user packages stay
         if os.getuid() == 0: env["USER"] = env["LOGNAME"] = "sandbox"             # the kernel runs as a uid of its own
+        # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which
+        # alone would starve a kernel's dozen threads under a small limit
+        if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
         return env, removed
 
     def _log_tail(self, n: int = 2000) -> str:
