@@ -352,7 +352,7 @@ def _launch(argv: list[str]) -> None:
         except OSError as e: status["errors"].append(f"joining {d}: {e.strerror}")
     libc = _libc()
     status["network"], own_mounts = _unshare(libc, cfg["network"])
-    status["home"] = "NOT hidden: no mount namespace of its own"
+    status["home"] = "NOT hidden: no mount namespace of its own" if cfg["home"] else "nothing to hide (no home directory)"
     if own_mounts and cfg["home"]:
         try: status["home"] = _hide_home(libc, cfg["home"], cfg["keep"], cfg["stage"])
         except OSError as e: status["home"] = f"NOT hidden: {e}"
@@ -535,9 +535,11 @@ def _fresh_id() -> int:
     return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
 
 def _needed_under(home: str, extra: list[str]) -> list[str]:
-    "What the kernel's interpreter needs from inside `home` (outermost paths only), to bind back over the tmpfs."
+    """What the kernel needs from inside `home` (outermost paths only), to bind back over the tmpfs: the interpreter,
+    its packages, and the directories on PYTHONPATH, LD_LIBRARY_PATH and PATH."""
+    env_paths = [p for v in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
     cand = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-            *site.getsitepackages(), *[p for p in sys.path if p], *os.environ.get("PYTHONPATH", "").split(os.pathsep), *extra}
+            *site.getsitepackages(), *[p for p in sys.path if p], *env_paths, *extra}
     if site.ENABLE_USER_SITE: cand.add(site.getusersitepackages())
     inside = sorted({os.path.realpath(p) for p in cand if p and os.path.exists(p)})
     inside = [p for p in inside if p != home and os.path.commonpath([p, home]) == home]

@@ -349,6 +349,10 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     import cascade_lab, shutil, site, tempfile
     from pathlib import Path
     where = Path(tempfile.mkdtemp(prefix="cascade-nonroot-"))        # pytest's own tmp_path is private to root
+    home = where / "home"                                            # nobody's home for the run, with a "credential"
+    home.mkdir()
+    (home / ".netrc").write_text("machine example.com password hunter2")
+    shutil.chown(home, "nobody"); shutil.chown(home / ".netrc", "nobody")
     script = where / "nonroot.py"
     script.write_text(
         "import json\nfrom cascade_lab.sandbox import PythonSandbox\n"
@@ -358,13 +362,14 @@ def test_non_root_user_gets_namespaces_and_rlimits():
         "           'bomb': sb.run(\"x = b'x' * (2 << 30)\").error,\n"
         "           'net': sb.run(\"import socket\\ntry: socket.create_connection(('1.1.1.1', 80), timeout=2)\\nexcept OSError as e: print(e.errno)\").output,\n"
         "           'flood': sb.run(\"import subprocess\\nps = []\\ntry:\\n    for i in range(500): ps.append(subprocess.Popen(['sleep', '30']))\\nexcept OSError: print(len(ps))\").output,\n"
-        "           'after': sb.run('print(1)').output}\n"
+        "           'after': sb.run('print(1)').output,\n"
+        f"           'netrc': sb.run(\"import os; print(os.path.exists({str(home / '.netrc')!r}))\").output}}\n"
         "print(json.dumps(out))\n")
     os.chmod(where, 0o755); os.chmod(script, 0o644)
     pypath = ":".join([os.path.dirname(os.path.dirname(cascade_lab.__file__))] + site.getsitepackages())
     py = "/usr/bin/python3.%d" % sys.version_info[1]
     try:
-        r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cd /tmp && PYTHONPATH={pypath} {py} {script}"],
+        r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cd /tmp && HOME={home} PYTHONPATH={pypath} {py} {script}"],
                            capture_output=True, text=True, timeout=240)
     finally:
         shutil.rmtree(where, ignore_errors=True)
@@ -376,6 +381,8 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     assert iso["memory"].startswith("rlimit RLIMIT_AS, 768 MB") and out["bomb"].startswith("MemoryError")
     assert iso["processes"].startswith("rlimit RLIMIT_NPROC") and int(out["flood"]) < 200
     assert out["after"] == "1"
+    assert iso["home"].startswith(f"hidden (a tmpfs over {home}") and out["netrc"] == "False", (iso["home"], out)
+    assert iso["user"].startswith("this user (not root")
 
 
 def test_sandboxes_starting_together_keep_their_limits():
