@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
 from .chat import STOP_TOKEN_IDS, THINK_CLOSE, render_chat
 from .routing import RecordedRouting, RoutingRecorder
 
 # %% auto #0
-__all__ = ['StepRecorder', 'ThinkingBudget', 'IncrementalDetokenizer', 'Generation', 'generate_ids', 'generate',
+__all__ = ['StepRecorder', 'UserStop', 'ThinkingBudget', 'IncrementalDetokenizer', 'Generation', 'generate_ids', 'generate',
            'stream_generate', 'token_strings', 'model_info', 'step_tokens', 'to_trace']
 
 # %% ../nbs/08_generate.ipynb #5622703d
@@ -39,6 +39,13 @@ class StepRecorder(LogitsProcessor):
         self.logprobs.append(self.prev.gather(1, last_tokens[:, None]).squeeze(1))
         return (torch.stack(self.logprobs, 1).cpu().numpy().astype(np.float32),
                 torch.stack(self.entropies, 1).cpu().numpy().astype(np.float32))
+
+class UserStop(StoppingCriteria):
+    "Ends generation once `stop()` returns True (asked once per generated token, on the host)."
+    def __init__(self, stop): self.stop, self.fired = stop, False
+    def __call__(self, input_ids, scores, **kwargs):
+        self.fired = self.fired or bool(self.stop())
+        return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
 class ThinkingBudget(LogitsProcessor):
     "Force `</think>` once `budget` tokens were generated in a think block that is still open."
@@ -98,7 +105,7 @@ class Generation:
     prompt_ids: list
     ids: list                      # generated ids (the stop token included when one ended the generation)
     text: str                      # decoded generated text (stop token excluded)
-    finish_reason: str             # "stop" or "length"
+    finish_reason: str             # "stop" (a stop token), "length" (max_new_tokens) or "stopped" (the caller's stop)
     logprobs: np.ndarray           # [len(ids)] raw-distribution log-probability of each generated token
     entropies: np.ndarray          # [len(ids)] entropy of the raw distribution at each step
     routing: RecordedRouting | None
@@ -127,10 +134,11 @@ def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
 def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024, greedy: bool = False,
                  temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
                  thinking_budget: int | None = None, record_routing: bool = True, record_logits: bool = False,
-                 stream=None, enable_thinking: bool = True) -> list[Generation]:
+                 stream=None, enable_thinking: bool = True, stop=None) -> list[Generation]:
     """Generate a continuation of each prompt (a text, or token ids: a multi-step loop feeds the model its own
     earlier tokens that way); a batch is left-padded. See `generate` for the options."""
     if stream is not None and len(prompts) != 1: raise ValueError("streaming works for one prompt at a time")
+    if stop is not None and not callable(stop): raise ValueError(f"stop must be a function returning True to stop (e.g. event.is_set), got {type(stop).__name__}")
     if not greedy and not (temperature > 0): raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     if thinking_budget is not None and thinking_budget < 0: raise ValueError("thinking_budget must be >= 0")
@@ -149,6 +157,8 @@ def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024,
               pad_token_id=pad_id,
               logits_processor=LogitsProcessorList(procs),
               streamer=_CallbackStreamer(detok, stream) if stream is not None else None)
+    user_stop = UserStop(stop) if stop is not None else None
+    if user_stop is not None: kw["stopping_criteria"] = StoppingCriteriaList([user_stop])
     kw.update(do_sample=False) if greedy else kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     if seed is not None: torch.manual_seed(seed)
     recorder = RoutingRecorder(model, capacity=P + max_new_tokens, record_logits=record_logits) if record_routing else None
@@ -172,7 +182,8 @@ def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024,
             prompt=prompts[b] if isinstance(prompts[b], str) else tokenizer.decode(rows[b], skip_special_tokens=False),
             prompt_ids=rows[b], ids=ids,
             text=tokenizer.decode(ids[:-1] if stopped else ids, skip_special_tokens=False),
-            finish_reason="stop" if stopped else "length", logprobs=logprobs[b, :n], entropies=entropies[b, :n],
+            finish_reason="stop" if stopped else ("stopped" if user_stop is not None and user_stop.fired else "length"),
+            logprobs=logprobs[b, :n], entropies=entropies[b, :n],
             routing=routing, timings={"seconds": seconds, "new_tokens": n, "tokens_per_s": n / seconds if seconds else 0.0},
             sampling=_sampling(greedy, temperature, top_p, seed, max_new_tokens, thinking_budget, enable_thinking)))
     return results
@@ -180,19 +191,20 @@ def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024,
 def generate(model, tokenizer, messages, *, tools=None, enable_thinking: bool = True, max_new_tokens: int = 1024,
              greedy: bool = False, temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
              thinking_budget: int | None = None, record_routing: bool = True, record_logits: bool = False,
-             stream=None):
+             stream=None, stop=None):
     """Generate the assistant's reply to `messages` (or to each conversation of a list of them).
 
     The prompt is `render_chat(messages, tools, add_generation_prompt=True, enable_thinking=...)`. Sampling
     follows the model card (temperature 1.0, top_p 0.95) unless `greedy`. `thinking_budget` caps the thinking
-    tokens, then closes the think block. `stream` is called with each text delta. Returns a `Trace`
+    tokens, then closes the think block. `stream` is called with each text delta; `stop`, a function (say a
+    `threading.Event`'s `is_set`), ends the generation early when it returns True. Returns a `Trace`
     (a list of them for a batch)."""
     batch = bool(messages) and isinstance(messages[0], (list, tuple))
     convs = messages if batch else [messages]
     prompts = [render_chat(m, tools, add_generation_prompt=True, enable_thinking=enable_thinking) for m in convs]
     gens = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
                         top_p=top_p, seed=seed, thinking_budget=thinking_budget, record_routing=record_routing,
-                        record_logits=record_logits, stream=stream, enable_thinking=enable_thinking)
+                        record_logits=record_logits, stream=stream, enable_thinking=enable_thinking, stop=stop)
     traces = [to_trace(g, model, tokenizer, m, tools) for g, m in zip(gens, convs)]
     return traces if batch else traces[0]
 

@@ -716,6 +716,14 @@ class PythonSandbox:
             self.restarts += 1
             self._start()
 
+    def interrupt(self) -> None:
+        """Interrupt the code running now, from any thread (SIGINT, as Jupyter's stop button does): the running `run`
+        returns with a `KeyboardInterrupt` error, and the session keeps its state. Does nothing when idle."""
+        km = self._res.km
+        if km is not None and not self._closed:
+            try: km.interrupt_kernel()
+            except Exception: pass
+
     def reset(self) -> None:
         """Forget every variable and import (IPython's `%reset -f`) but keep the kernel: a fresh session without the
         start-up cost. Files in the working directory stay; a kernel that had died is restarted."""

@@ -7,6 +7,7 @@ Docs: https://cascade-lab.github.io/cascade-lab/tir.html.md"""
 # %% ../nbs/11_tir.ipynb #2df95133
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -307,6 +308,19 @@ def _should_stop(stop) -> bool:
     if isinstance(stop, threading.Event): return stop.is_set()
     return bool(stop())
 
+@contextlib.contextmanager
+def _interrupt_when(stop, sandbox):
+    "While a tool call runs, interrupt the sandbox's code as soon as `stop` says so (a stop button mid-call)."
+    if stop is None or sandbox is None: yield; return
+    done = threading.Event()
+    def watch():
+        while not done.wait(0.05):
+            if _should_stop(stop): sandbox.interrupt(); return
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try: yield
+    finally: done.set(); t.join()
+
 def _check_messages(messages) -> list[dict]:
     if not isinstance(messages, (list, tuple)) or not all(isinstance(m, dict) and "role" in m for m in messages):
         raise ValueError('messages must be a list of message dicts, e.g. [{"role": "user", "content": "..."}]')
@@ -352,6 +366,7 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
             first_prompt = first_prompt if first_prompt is not None else text
             if _should_stop(stop): reason = "stopped"; break
             kw = {**generate_kw, "enable_thinking": enable_thinking, "seed": None if seed is None else seed + i}
+            if stop is not None and not remote: kw["stop"] = lambda: _should_stop(stop)     # ends a generation early
             if remote: out = _remote_step(model, msgs, schemas, kw)
             else:
                 prompt = text
@@ -364,7 +379,8 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
             (pa, pb), (ga, gb) = b.add(out, turn, i)
             b.context_text = text + out.text + out.end_text    # what the model's context now stands for
             results, t_tools = [], time.perf_counter()
-            if out.finish_reason == "length": reason = "length"
+            if out.finish_reason == "stopped": reason = "stopped"
+            elif out.finish_reason == "length": reason = "length"
             elif not turn.tool_calls: reason = "answer"
             msgs.append(turn.to_message())
             for call in turn.tool_calls:
@@ -378,7 +394,8 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
                     msgs.append({"role": "tool", "content": f"Error: not run: {why}."})
                     continue
                 if reason == "length": break
-                content, record = call_tool(call, tool_list, sandbox)
+                with _interrupt_when(stop, sandbox):
+                    content, record = call_tool(call, tool_list, sandbox)
                 n_calls += 1
                 results.append(record)
                 msgs.append({"role": "tool", "content": content})

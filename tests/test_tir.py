@@ -190,3 +190,17 @@ def test_a_broken_sandbox_is_an_error_response_not_a_crash():
     sb.close()                                    # every run now raises SandboxError
     text, rec = call_tool(_call("stateful_python_code_exec", code="print(1)"), resolve_tools(["python"]), sandbox=sb)
     assert text.startswith("Error: the Python tool is unavailable") and rec["error"].startswith("sandbox failed: SandboxError")
+
+
+def test_stop_interrupts_a_running_tool_call():
+    import threading
+    from cascade_lab.tir import _interrupt_when
+    ev = threading.Event()
+    with PythonSandbox(timeout=30) as sb:
+        sb.run("kept = 1")
+        threading.Timer(0.5, ev.set).start()
+        t = time.perf_counter()
+        with _interrupt_when(ev, sb):
+            r = sb.run("import time; time.sleep(20)")
+        assert r.error == "KeyboardInterrupt" and time.perf_counter() - t < 5 and not r.restarted
+        assert sb.run("print(kept)").output == "1"            # the session itself goes on
