@@ -536,7 +536,8 @@ def _fresh_id() -> int:
 
 def _needed_under(home: str, extra: list[str]) -> list[str]:
     """What the kernel needs from inside `home` (outermost paths only), to bind back over the tmpfs: the interpreter,
-    its packages, and the directories on PYTHONPATH, LD_LIBRARY_PATH and PATH."""
+    its packages, the directories on this process's `sys.path` (a notebook's own folder among them) and on
+    PYTHONPATH, LD_LIBRARY_PATH and PATH. Everything else in `home` stays out of sight."""
     env_paths = [p for v in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
     cand = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
             *site.getsitepackages(), *[p for p in sys.path if p], *env_paths, *extra}
