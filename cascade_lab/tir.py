@@ -212,7 +212,7 @@ class _StepOut:
     finish_reason: str
     logprobs: np.ndarray       # [len(ids)]
     entropies: np.ndarray
-    routing: dict | None       # arrays over prompt_ids + ids: experts, weights, scores, logits, recorded
+    routing: dict | None       # arrays over prompt_ids + ids: experts, weights, scores, logits, recorded (None: absent)
     seconds: float
     routing_note: str = ""
 
@@ -226,7 +226,7 @@ def _local_step(model, tokenizer, prompt, gen_kw) -> _StepOut:
         def grow(a):
             return None if a is None else np.concatenate([a, np.zeros((n_all - rows,) + a.shape[1:], a.dtype)])
         routing = {"experts": grow(r.experts), "weights": grow(r.weights), "scores": grow(r.scores),
-                   "logits": grow(r.logits), "recorded": np.arange(n_all) < rows, "layers": r.layers}
+                   "logits": grow(r.logits), "recorded": np.arange(n_all) < rows}
         note = ""
     stopped = g.finish_reason == "stop"
     return _StepOut(g.prompt_ids, g.ids, g.text, tokenizer.decode(g.ids[-1:]) if stopped else "", g.finish_reason,
@@ -241,7 +241,7 @@ def _remote_step(remote, messages, schemas, gen_kw) -> _StepOut:
     if t.routing is not None:
         r = t.routing
         routing = {"experts": r.experts, "weights": r.weights, "scores": r.scores, "logits": r.logits,
-                   "recorded": r.recorded if r.recorded is not None else np.ones(len(t), bool), "layers": r.layers}
+                   "recorded": r.recorded if r.recorded is not None else np.ones(len(t), bool)}
     end = "<|im_end|>" if s.finish_reason == "stop" else ""
     return _StepOut(t.token_ids[:P].tolist(), t.token_ids[P:].tolist(), t.step_text(0), end, s.finish_reason or "stop",
                     t.logprobs[P:], t.entropies[P:], routing, t.timings.get("seconds", 0.0), t.routing_note)
@@ -255,7 +255,7 @@ class _Builder:
         self.ids, self.tokens, self.logprobs, self.entropies, self.routing = [], [], [], [], []
         self.segments, self.steps = [], []
         self.context_start, self.context_ids, self.context_text = 0, None, None
-        self.note, self.layers = "", None
+        self.note = ""
 
     def add(self, out: _StepOut, turn, i: int):
         "Append step `i`; returns the (prompt, generated) token ranges."
@@ -273,8 +273,7 @@ class _Builder:
         self.logprobs.append(np.concatenate([np.full(len(new), np.nan, np.float32), np.asarray(out.logprobs, np.float32)]))
         self.entropies.append(np.concatenate([np.full(len(new), np.nan, np.float32), np.asarray(out.entropies, np.float32)]))
         if out.routing is not None:
-            self.routing.append({k: (v[skip:] if isinstance(v, np.ndarray) else v) for k, v in out.routing.items()})
-            self.layers = out.routing["layers"]
+            self.routing.append({k: (v[skip:] if v is not None else None) for k, v in out.routing.items()})
         else:
             self.routing.append(None)
             self.note = self.note or out.routing_note
@@ -399,9 +398,10 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
                 n_calls += 1
                 results.append(record)
                 msgs.append({"role": "tool", "content": content})
-            tool_s += time.perf_counter() - t_tools
+            t_tools = time.perf_counter() - t_tools
+            tool_s += t_tools
             step = Step.from_turn(turn, (pa, pb), (ga, gb), results, out.finish_reason,
-                                  {"generate_s": out.seconds, "tools_s": time.perf_counter() - t_tools, "new_tokens": gb - ga},
+                                  {"generate_s": out.seconds, "tools_s": t_tools, "new_tokens": gb - ga},
                                   b.context_start)
             b.steps.append(step)
             if on_step is not None: on_step(i, step)
