@@ -8,16 +8,20 @@ Docs: https://cascade-lab.github.io/cascade-lab/sandbox.html.md"""
 from __future__ import annotations
 
 import ctypes
+import errno
 import fnmatch
+import glob
 import importlib.util
 import json
 import os
 import queue
 import re
 import resource
+import select
 import shutil
 import signal
 import site
+import stat
 import sys
 import tempfile
 import threading
@@ -28,8 +32,8 @@ import weakref
 from dataclasses import dataclass, field
 
 # %% auto #0
-__all__ = ['SECRET_PATTERNS', 'is_secret_name', 'scrub_env', 'Isolation', 'ExecResult', 'format_traceback', 'SandboxError',
-           'PythonSandbox']
+__all__ = ['SECRET_PATTERNS', 'ENV_ALLOW', 'is_secret_name', 'scrub_env', 'allowed_env', 'Isolation', 'ExecResult',
+           'format_traceback', 'SandboxError', 'PythonSandbox']
 
 # %% ../nbs/10_sandbox.ipynb #948792b4
 SECRET_PATTERNS = ("*_TOKEN", "*_KEY", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*CREDENTIAL*", "*_PAT",
@@ -47,6 +51,21 @@ def scrub_env(env: dict) -> tuple[dict, list[str]]:
     removed = sorted(k for k in env if is_secret_name(k))
     return {k: v for k, v in env.items() if k not in removed}, removed
 
+# %% ../nbs/10_sandbox.ipynb #3c5e0a71
+ENV_ALLOW = ("LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES",
+             "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8",
+             "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "VIRTUAL_ENV",
+             "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "NUMEXPR_MAX_THREADS", "MPLBACKEND", "SOURCE_DATE_EPOCH")
+
+def allowed_env(environ: dict) -> tuple[dict, list[str]]:
+    """(the variables of `environ` the kernel may inherit, the sorted names it may not). An allowlist (`ENV_ALLOW`:
+    locale, time zone, terminal, the interpreter's own variables), because credentials hide under any name:
+    `PIP_INDEX_URL=https://user:pass@...`, `HTTPS_PROXY`, `MONGODB_URI`, `MYSQL_PWD`, a bare `TOKEN`."""
+    ok = {k: v for k, v in environ.items()
+          if any(fnmatch.fnmatchcase(k, p) for p in ENV_ALLOW) and not is_secret_name(k)}
+    return ok, sorted(set(environ) - set(ok))
+
 # %% ../nbs/10_sandbox.ipynb #d9ecb676
 _CG_PREFIX = "cascade-sandbox-"
 
@@ -62,7 +81,7 @@ def _cgroup_mounts() -> dict:
         if p[0] == "cgroup2": out.setdefault("unified", (2, f[4], f[3]))
         elif p[0] == "cgroup":
             for c in p[2].split(","):
-                if c in ("memory", "pids"): out.setdefault(c, (1, f[4], f[3]))
+                if c in ("memory", "pids", "cpu"): out.setdefault(c, (1, f[4], f[3]))
     return out
 
 def _own_cgroup_dir(controller: str, mounts: dict) -> tuple[int, str] | None:
@@ -91,13 +110,14 @@ def _read(path: str, default: str = "") -> str:
 
 # %% ../nbs/10_sandbox.ipynb #60266a55
 class _Cgroups:
-    "The kernel's groups: `dirs` (paths to join), and what each controller enforces (`memory`, `pids`: text or None)."
-    def __init__(self, memory_mb: int | None, max_processes: int | None):
-        self.dirs, self.memory, self.pids, self.notes = [], None, None, []
-        self._mem_dir = self._pids_dir = None
+    """The kernel's groups: `dirs` (paths to join), and what each controller enforces (`memory`, `pids`, `cpu`: text,
+    or None where it could not be set up, with the reason in `notes`)."""
+    def __init__(self, memory_mb: int | None, max_processes: int | None, cpus: float | None = None):
+        self.dirs, self.memory, self.pids, self.cpu, self.notes = [], None, None, None, []
+        self._mem_dir = self._pids_dir = self._cpu_dir = None
         mounts = _cgroup_mounts()
         name, used = f"{_CG_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}", set()    # owner's pid: see _sweep_stale
-        for ctrl, want in (("memory", memory_mb), ("pids", max_processes)):
+        for ctrl, want in (("memory", memory_mb), ("pids", max_processes), ("cpu", cpus)):
             if want is None: continue
             where = _own_cgroup_dir(ctrl, mounts)
             if where is None: self.notes.append(f"no {ctrl} cgroup is mounted"); continue
@@ -114,6 +134,7 @@ class _Cgroups:
                     if ctrl not in _read(os.path.join(d, "cgroup.controllers")).split():
                         self.notes.append(f"the cgroup v2 parent does not delegate '{ctrl}'"); continue
                 if ctrl == "memory": self._set_memory(version, d, memory_mb)
+                elif ctrl == "cpu": self._set_cpu(version, d, cpus)
                 else: _write(os.path.join(d, "pids.max"), max_processes)
             except OSError as e:
                 self.notes.append(f"cannot use the {ctrl} cgroup at {parent}: {e.strerror or e}")
@@ -121,8 +142,17 @@ class _Cgroups:
             label = f"cgroup v{version}"
             used.add(d)
             if ctrl == "memory": self.memory, self._mem_dir = f"{label}, {memory_mb} MB", (version, d)
+            elif ctrl == "cpu": self.cpu, self._cpu_dir = f"{label}, {cpus:g} core(s)", d
             else: self.pids, self._pids_dir = f"{label}, {max_processes} tasks", d
         for d in [d for d in self.dirs if d not in used]: self._rmdir(d); self.dirs.remove(d)   # enforcing nothing
+
+    @staticmethod
+    def _set_cpu(version: int, d: str, cpus: float) -> None:
+        period = 100_000                              # microseconds; the quota is cpus periods' worth of run time
+        if version == 1:
+            _write(os.path.join(d, "cpu.cfs_period_us"), period)
+            _write(os.path.join(d, "cpu.cfs_quota_us"), max(1000, int(cpus * period)))
+        else: _write(os.path.join(d, "cpu.max"), f"{max(1000, int(cpus * period))} {period}")
 
     @staticmethod
     def _set_memory(version: int, d: str, mb: int) -> None:
@@ -205,7 +235,8 @@ def _sweep_stale(parent: str) -> None:
             except OSError: pass
 
 def _sweep_stale_dirs() -> None:
-    "Remove the temporary directories of sandboxes whose process died without closing them."
+    """Remove the run directories of sandboxes whose process died without closing them (as root whoever owns them:
+    an old kernel may have had its own uid). A symbolic link is never followed (`lstat`, and `rmtree` refuses links)."""
     tmp, uid = tempfile.gettempdir(), os.getuid()
     try: names = os.listdir(tmp)
     except OSError: return
@@ -214,13 +245,18 @@ def _sweep_stale_dirs() -> None:
         if pid is None or _pid_alive(pid): continue
         d = os.path.join(tmp, n)
         try:
-            if os.stat(d).st_uid == uid: shutil.rmtree(d, ignore_errors=True)
+            st = os.lstat(d)
+            if stat.S_ISLNK(st.st_mode) and (uid == 0 or st.st_uid == uid): os.unlink(d)
+            elif stat.S_ISDIR(st.st_mode) and (uid == 0 or st.st_uid == uid): shutil.rmtree(d, ignore_errors=True)
         except OSError: pass
 
 # %% ../nbs/10_sandbox.ipynb #51af8f60
-_CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
-_MS_NOSUID, _MS_NODEV, _MS_BIND, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 2, 4, 4096, 16384, 1 << 18, 2
-_PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+_MNT_DETACH = 2
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 36, 38
+_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 
 def _libc():
     libc = ctypes.CDLL(None, use_errno=True)
@@ -233,6 +269,10 @@ def _check(rc: int, what: str) -> None:
         e = ctypes.get_errno()
         raise OSError(e, f"{what}: {os.strerror(e)}")
 
+def _mount(libc, src, target: str, fstype, flags: int, data=None) -> None:
+    enc = lambda s: None if s is None else str(s).encode()
+    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mounting {fstype or src} on {target}")
+
 def _loopback_up() -> None:
     "Bring `lo` up in a fresh network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS), so code can still use 127.0.0.1."
     import fcntl, socket, struct
@@ -240,69 +280,162 @@ def _loopback_up() -> None:
         flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]
         fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 0x1))
 
-def _unshare(libc, network: bool) -> tuple[str, bool]:
-    "New namespaces for this process: (what the network is now, whether the mount table is our own)."
-    flags = _CLONE_NEWNS | (0 if network else _CLONE_NEWNET)
-    if libc.unshare(flags) == 0: userns = False
-    else:
-        uid, gid = os.getuid(), os.getgid()
-        if libc.unshare(flags | _CLONE_NEWUSER) != 0:
-            err = os.strerror(ctypes.get_errno())
-            return ("allowed (network=True)" if network else f"NOT isolated: unshare failed ({err})"), False
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
-        userns = True
-    if network: return "allowed (network=True)", True
-    how = "own user + network namespace (loopback only)" if userns else "own network namespace (loopback only)"
-    try: _loopback_up()
-    except OSError as e: how += f"; loopback is down ({e.strerror})"
-    return how, True
+def _new_session_keyring(libc) -> str:
+    "Leave the researcher's session keyring (inherited across the uid drop) for a fresh, empty one."
+    if _SYS_KEYCTL is None: return f"NOT replaced: no keyctl system call number known for {os.uname().machine}"
+    if libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
+        return f"NOT replaced: keyctl failed ({os.strerror(ctypes.get_errno())})"
+    return "a fresh session keyring of its own"
 
-def _hide_home(libc, home: str, keep: list[str], stage: str) -> str:
-    "A tmpfs over `home` with the `keep` paths bound back in; returns what was done."
-    _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "making mounts private")   # nothing leaks out
-    os.makedirs(stage, exist_ok=True)
-    _check(libc.mount(home.encode(), stage.encode(), None, _MS_BIND | _MS_REC, None), f"binding {home}")
-    _check(libc.mount(b"tmpfs", home.encode(), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=755,size=16m"), f"tmpfs over {home}")
-    kept = []
-    for p in keep:
-        src = os.path.join(stage, os.path.relpath(p, home))
-        if not os.path.exists(src): continue
-        if os.path.isdir(src): os.makedirs(p, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            open(p, "a").close()
-        _check(libc.mount(src.encode(), p.encode(), None, _MS_BIND | _MS_REC, None), f"binding {p} back")
-        kept.append(p)
-    libc.umount2(stage.encode(), _MNT_DETACH)          # the rest of the real home is now out of reach
-    return f"hidden (a tmpfs over {home}; bound back: {', '.join(kept) or 'nothing'})"
+# %% ../nbs/10_sandbox.ipynb #5b1e7c02
+_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
+# where credentials live when the environment moves them out of the home directory
+_CREDENTIAL_VARS = ("HF_HOME", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
+                    "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "KUBECONFIG", "AWS_CONFIG_FILE",
+                    "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "AZURE_CONFIG_DIR",
+                    "NETRC", "PIP_CONFIG_FILE", "GNUPGHOME", "PASSWORD_STORE_DIR", "SSH_AUTH_SOCK", "GIT_CONFIG_GLOBAL",
+                    "NPM_CONFIG_USERCONFIG")
+_GPU_DEVICE_GLOBS = ("/dev/nvidia*",)
+_SYSTEM_DIRS = {"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/var", "/dev", "/proc",
+                "/sys", "/run", "/srv", "/boot", "/mnt", "/media", "/home", "/tmp"}
 
-def _reachable(path: str) -> bool:
-    "Whether any user may pass through every directory above `path`."
-    parts = os.path.abspath(path).split(os.sep)
-    return all(os.stat(os.sep.join(parts[:i]) or os.sep).st_mode & 0o001 for i in range(1, len(parts)))
+def _under(p: str, q: str) -> bool:
+    "Whether path `p` is `q` or lies inside it."
+    return p == q or p.startswith(q.rstrip("/") + "/")
 
-def _become(uid: int, gid: int, give: list[str]) -> None:
-    "Hand `give` to uid:gid, then drop to it for good: no groups, no capabilities, no new privileges."
-    for p in give: os.chown(p, uid, gid)
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)                       # from root: real, effective and saved ids, and every capability
-    _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+def _outermost(paths) -> list[str]:
+    "The paths not inside another of them, sorted."
+    out = []
+    for p in sorted(set(paths)):
+        if not any(_under(p, q) for q in out): out.append(p)
+    return out
 
+def _closed_ancestor(path: str) -> str | None:
+    "The outermost directory above `path` that other users may not pass through (mode without o+x), or None."
+    parts = path.split("/")
+    for i in range(2, len(parts)):
+        d = "/".join(parts[:i])
+        try:
+            if not os.stat(d).st_mode & 0o001: return d
+        except OSError: return None
+    return None
+
+def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, environ: dict) -> dict:
+    """What the kernel's mount namespace hides and shows, as lists of real paths:
+    `scratch`: the directories every user may write to, replaced by one private tmpfs of bounded size;
+    `cover`: directories replaced by an empty tmpfs (the home, credential stores the environment names, and, for a
+    kernel with a uid of its own, every private directory above something it needs);
+    `blank`: files replaced by an empty, unreadable file (credential files, GPU device nodes);
+    `keep_ro` / `keep_rw`: what stays visible at its own path inside a cover, read-only or writable;
+    `unreadable`: kept paths the kernel's own uid could not read even so (it then stays root, and says why)."""
+    real = lambda p: os.path.realpath(p)
+    keep_ro = _outermost(real(p) for p in keep_ro if p and os.path.exists(p))
+    keep_rw = _outermost(real(p) for p in keep_rw if p and os.path.exists(p))
+    keep_ro = [p for p in keep_ro if not any(_under(p, q) for q in keep_rw)]
+    scratch = _outermost(real(p) for p in _SCRATCH if os.path.isdir(p))
+    hidden = set()
+    if home: hidden.add(real(home))
+    for v in _CREDENTIAL_VARS:
+        for p in environ.get(v, "").split(os.pathsep):
+            if p and os.path.isabs(p) and os.path.lexists(p): hidden.add(real(p))
+    unreadable = []
+    if drop_uid:
+        for p in keep_ro + keep_rw:
+            if (a := _closed_ancestor(p)) is not None: hidden.add(a)
+            try: mode = os.stat(p).st_mode
+            except OSError: continue
+            if p not in keep_rw and not mode & (0o005 if stat.S_ISDIR(mode) else 0o004): unreadable.append(p)
+    # never cover a system directory, or one that holds a scratch directory (the system would go with it)
+    hidden = {p for p in hidden if p not in _SYSTEM_DIRS and not any(_under(s, p) for s in scratch)}
+    cover = [p for p in _outermost(p for p in hidden if os.path.isdir(p)) if not any(_under(p, s) for s in scratch)]
+    blank = sorted(p for p in hidden if not os.path.isdir(p) and not any(_under(p, c) for c in cover + scratch))
+    if not gpus: blank += sorted({p for g in _GPU_DEVICE_GLOBS for p in glob.glob(g) if not os.path.isdir(p)})
+    return {"tmp": real("/tmp"), "scratch": scratch, "cover": cover, "blank": blank, "keep_ro": keep_ro, "keep_rw": keep_rw,
+            "unreadable": unreadable}
+
+# %% ../nbs/10_sandbox.ipynb #5b1e7c03
+def _mountpoint(path: str, is_dir: bool) -> None:
+    "Make `path` (and its parents, world-traversable) exist so something can be mounted on it; only ever called inside a fresh tmpfs."
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    if is_dir: os.makedirs(path, mode=0o755, exist_ok=True)
+    elif not os.path.lexists(path): os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+
+def _keep_flags(path: str) -> int:
+    "The flags a read-only remount of `path` must keep (a user namespace may not clear them)."
+    f = os.statvfs(path).f_flag
+    return (f & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)
+
+def _private_view(libc, plan: dict, stage: str, disk_mb: int, owned: dict, drop: bool) -> dict:
+    """Build the kernel's view of the file system in its own mount namespace (we are root, or own a user
+    namespace, and no code of the model's runs yet). Returns what was done, by kind, for the isolation report.
+    `owned`: {path: fd} of the writable directories to show (the sockets, a researcher's working directory), opened
+    and checked by the caller; `drop`: whether the kernel gets a uid of its own (else what it could write in the
+    interpreter's and the packages' directories is made read-only). Every source is opened before anything is covered and bound from its descriptor
+    (`/proc/self/fd/N`), so no path is looked up twice."""
+    done = {"scratch": [], "cover": [], "blank": [], "ro": [], "errors": []}
+    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)                  # nothing we mount leaks out
+    os.makedirs(stage, mode=0o700, exist_ok=True)
+    inodes = max(1024, int(disk_mb) * 64)
+    _mount(libc, "tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,size={int(disk_mb)}m,nr_inodes={inodes}")
+    fds = {}
+    try:
+        for i, t in enumerate(plan["scratch"]):
+            os.mkdir(f"{stage}/{i}"); os.chmod(f"{stage}/{i}", 0o1777)
+            fds[t] = os.open(f"{stage}/{i}", os.O_PATH)
+        os.close(os.open(f"{stage}/blank", os.O_WRONLY | os.O_CREAT, 0o000))
+        blank = os.open(f"{stage}/blank", os.O_PATH)
+        stage_fd = os.open(stage, os.O_PATH)
+        for p in plan["keep_ro"]: fds[p] = os.open(p, os.O_PATH)
+        fds.update(owned)
+        covered = []                       # scratch and covers, in the order they are mounted (outer first)
+        for t in sorted(plan["scratch"] + plan["cover"], key=lambda p: p.count("/")):
+            try:
+                if any(_under(t, c) for c in covered): _mountpoint(t, True)
+                if t in plan["scratch"]:
+                    _mount(libc, f"/proc/self/fd/{fds[t]}", t, None, _MS_BIND)
+                    done["scratch"].append(t)
+                else:
+                    _mount(libc, "tmpfs", t, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=1m,nr_inodes=4096")
+                    done["cover"].append(t)
+                covered.append(t)
+            except OSError as e: done["errors"].append(str(e))
+        for p in sorted(plan["keep_ro"] + list(owned), key=lambda p: p.count("/")):
+            try:
+                inside = any(_under(p, c) for c in covered)
+                if not inside and (p not in owned and (drop or not os.access(p, os.W_OK))): continue   # in sight, not writable
+                if inside: _mountpoint(p, os.path.isdir(f"/proc/self/fd/{fds[p]}"))
+                _mount(libc, f"/proc/self/fd/{fds[p]}", p, None, _MS_BIND | _MS_REC)
+                if p not in owned:        # the interpreter, packages, sources: readable, never writable
+                    _mount(libc, None, p, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _keep_flags(p))
+                    done["ro"].append(p)
+            except OSError as e: done["errors"].append(str(e))
+        for p in plan["blank"]:
+            try:
+                if not any(_under(p, c) for c in covered):
+                    _mount(libc, f"/proc/self/fd/{blank}", p, None, _MS_BIND)
+                done["blank"].append(p)
+            except OSError as e: done["errors"].append(str(e))
+        libc.umount2(f"/proc/self/fd/{stage_fd}".encode(), _MNT_DETACH)     # the staging path goes; its binds stay
+    finally:
+        for fd in {*fds.values(), *([blank] if "blank" in locals() else []), *([stage_fd] if "stage_fd" in locals() else [])}:
+            if fd not in owned.values(): os.close(fd)
+    return done
+
+# %% ../nbs/10_sandbox.ipynb #5b1e7c04
 # Run in the kernel at start-up (in a function, so it leaves no names behind):
 # - `exit()` / `quit()` must not end the session behind the model's back (IPython would stop the kernel later);
 # - IPython 9 copies every call's stdout and stderr into `history_manager.outputs` and never lets go: a slow
 #   leak over many calls, and an out-of-memory death on a flood of output. Nothing here reads it;
 # - jupyter_client's packer cannot encode a lone surrogate and drops the whole message (an error, an output):
 #   pack with ASCII escapes instead, which any string survives;
-# - at most OUTPUT_CAP characters per stream per call leave the kernel: a flood would otherwise pile up in
-#   ipykernel's buffers (memory, and a backlog that outlives the interrupt) only to be cut away by us;
+# - every message is cut before it leaves the kernel: at most OUTPUT_CAP characters per stream per call (a flood
+#   would otherwise pile up in ipykernel's buffers), and in results, displays and errors every text at OUTPUT_CAP,
+#   an image over IMAGE_CAP bytes or past IMAGES_CAP per call dropped, other kinds of output (HTML, JSON...), which
+#   nobody reads here, dropped: a cell ending in a 200 MB value sends 100 kB, not 200 MB;
 # - after each cell, wait until the pipes that carry fd-level output (subprocesses, C code) are read, and
 #   flush, so that output belongs to its call.
 _KERNEL_STARTUP = """
-def _cascade_sandbox_setup(output_cap):
+def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
     import collections, fcntl, json, struct, sys, termios, time, warnings
     from IPython import get_ipython
     from jupyter_client.jsonutil import json_default
@@ -313,12 +446,36 @@ def _cascade_sandbox_setup(output_cap):
         def __getitem__(self, key): return []
     ip.history_manager.outputs = Discard(list)
     warnings.filterwarnings("ignore", message="To exit: use")
+    counts, images = {}, [0]
+    def cut(s):
+        s = s if isinstance(s, str) else str(s)
+        return s if len(s) <= output_cap else s[:output_cap] + "<output cut>"
+    def bundle(data):
+        out = {}
+        for mime, v in data.items():
+            if mime.startswith("image/"):
+                n = len(v) if isinstance(v, (str, bytes)) else output_cap + 1
+                if n > image_cap or images[0] + n > images_cap:
+                    out["text/plain"] = f"<{mime} image of {n} bytes not shown: over the sandbox's image limit>"
+                    continue
+                images[0] += n
+                out[mime] = v
+            elif mime == "text/plain" and "text/plain" not in out: out[mime] = cut(v)
+        return out
+    def capped(obj):
+        if not isinstance(obj, dict): return obj
+        if isinstance(obj.get("data"), dict): obj = {**obj, "data": bundle(obj["data"]), "metadata": {}}
+        if isinstance(obj.get("traceback"), list): obj = {**obj, "traceback": [cut(x) for x in obj["traceback"][-30:]]}
+        if isinstance(obj.get("payload"), list): obj = {**obj, "payload": [capped(p) for p in obj["payload"][:10]]}
+        for k in ("text", "evalue", "ename"):
+            if isinstance(obj.get(k), str) and len(obj[k]) > output_cap: obj = {**obj, k: cut(obj[k])}
+        return obj
     def pack(obj):
+        obj = capped(obj)
         try: return json.dumps(obj, default=json_default, ensure_ascii=True, allow_nan=False).encode()
         except ValueError: return json.dumps(obj, default=json_default, ensure_ascii=True).encode()
     ip.kernel.session.pack = pack
-    counts = {}
-    def capped(stream):
+    def capped_write(stream):
         write = stream.write
         def w(text):
             n = counts.get(id(stream), 0)
@@ -326,8 +483,10 @@ def _cascade_sandbox_setup(output_cap):
             if n < output_cap: write(text[:output_cap - n])
             return len(text)
         return w
-    for s in (sys.stdout, sys.stderr): s.write = capped(s)
-    ip.events.register("pre_execute", counts.clear)
+    for s in (sys.stdout, sys.stderr): s.write = capped_write(s)
+    def new_call():
+        counts.clear(); images[0] = 0
+    ip.events.register("pre_execute", new_call)
     def drain(*_):
         for s in (sys.stdout, sys.stderr):
             fid, end = getattr(s, "_fid", None), time.monotonic() + 0.05
@@ -337,81 +496,228 @@ def _cascade_sandbox_setup(output_cap):
             if fid is not None: time.sleep(0.001)     # the reader thread hands what it read to the stream
             s.flush()
     ip.events.register("post_execute", drain)
-_cascade_sandbox_setup(OUTPUT_CAP)
+_cascade_sandbox_setup(OUTPUT_CAP, IMAGE_CAP, IMAGES_CAP)
 del _cascade_sandbox_setup
 """
+_IMAGE_CAP, _IMAGES_CAP = 2 * 2**20, 8 * 2**20       # bytes of one image (as sent: base64), of all images of a call
+
+# %% ../nbs/10_sandbox.ipynb #5b1e7c05
+def _open_dir(path: str, ident=None) -> int:
+    "Open a directory without following a link at its last component; `ident`: the (st_dev, st_ino) it must still be."
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if ident is not None and (st.st_dev, st.st_ino) != tuple(ident):
+        os.close(fd)
+        raise OSError(errno.ESTALE, f"{path} is no longer the directory it was when the sandbox was made")
+    return fd
+
+def _give_back(path: str, ident, kernel_uid: int, uid: int, gid: int) -> None:
+    """Hand what the kernel's uid owns in a researcher's working directory back to its owner (root does this, after
+    the kernel is gone). The walk goes by descriptors and never follows a link (`os.fwalk`); only entries the
+    kernel's uid owns change hands (a link to a file elsewhere keeps that file's owner), never a set-id file."""
+    try: top = _open_dir(path, ident)
+    except OSError: return
+    try:
+        if os.fstat(top).st_uid == kernel_uid: os.fchown(top, uid, gid)
+        for _, dirs, files, dfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for n in dirs + files:
+                try:
+                    st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
+                    if st.st_uid == kernel_uid and not st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                        os.chown(n, uid, gid, dir_fd=dfd, follow_symlinks=False)
+                except OSError: pass
+    finally: os.close(top)
 
 def _launch(argv: list[str]) -> None:
-    "Entry point of the kernel process: set up isolation as the config file says, record it, exec ipykernel."
+    """Entry point of the launched process, the kernel's supervisor (it stays outside the kernel's namespaces and
+    limits): a new pid namespace, whose first process (`_init`) sets the kernel up and starts it; then wait for
+    the kernel's end, or for our owner's (the researcher's process), whichever comes first."""
     cfg_path, connection_file = argv
     with open(cfg_path) as f: cfg = json.load(f)
-    status = {"pid": os.getpid(), "cgroups": [], "errors": [], "rlimits": {}}
-    report = open(cfg["status_path"], "w")          # opened now: the kernel's own user could not open it later
-    for d in cfg["cgroups"]:
-        try: _write(os.path.join(d, "cgroup.procs"), os.getpid()); status["cgroups"].append(d)
-        except OSError as e: status["errors"].append(f"joining {d}: {e.strerror}")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # an interrupt is for the kernel, which gets it through the process group
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     libc = _libc()
-    status["network"], own_mounts = _unshare(libc, cfg["network"])
-    status["home"] = "NOT hidden: no mount namespace of its own" if cfg["home"] else "nothing to hide (no home directory)"
-    if own_mounts and cfg["home"]:
-        try: status["home"] = _hide_home(libc, cfg["home"], cfg["keep"], cfg["stage"])
-        except OSError as e: status["home"] = f"NOT hidden: {e}"
+    status = {"cgroups": [], "errors": [], "rlimits": {}}
+    report = os.open(cfg["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0 and libc.unshare(_CLONE_NEWPID) == 0: status["pidns"] = True
+    elif uid != 0 and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0: status["pidns"] = status["userns"] = True
+    elif uid != 0 and libc.unshare(_CLONE_NEWUSER) == 0: status["userns"] = True
+    else: status["pid"] = f"NOT isolated: unshare failed ({os.strerror(ctypes.get_errno())})"
+    if status.get("userns"):
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    r, w = os.pipe()
+    init = os.fork()
+    if init == 0:
+        os.close(r)
+        try: _init(cfg, connection_file, libc, status, report, w)
+        except BaseException as e:
+            print(f"cascade-lab sandbox: the kernel's setup failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        os._exit(70)
+    os.close(w); os.close(report)
+    _supervise(cfg, init, r)
+
+def _supervise(cfg: dict, init: int, r: int) -> None:
+    "Wait for `init`; if our owner dies first, end the kernel and clean up after it. Exit as the kernel did."
+    owner = os.getppid()
+    def watch(pid):
+        try: return os.pidfd_open(pid)
+        except OSError: return None
+    fds = [fd for fd in (watch(owner), watch(init)) if fd is not None]
+    while True:
+        if os.waitpid(init, os.WNOHANG)[0]: break
+        if os.getppid() != owner:             # the researcher's process is gone: nothing may outlive it
+            try: os.kill(init, signal.SIGKILL); os.waitpid(init, 0)
+            except OSError: pass
+            _clean_up_after_owner(cfg)
+            os._exit(1)
+        select.select(fds, [], [], 1.0 if len(fds) == 2 else 0.2)
+    try: st = int(os.read(r, 32) or b"-1")
+    except ValueError: st = -1
+    if st >= 0 and os.WIFSIGNALED(st):          # die the way the kernel died, so the report can say why
+        sig = os.WTERMSIG(st)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.WEXITSTATUS(st) if st >= 0 and os.WIFEXITED(st) else 1)
+
+def _clean_up_after_owner(cfg: dict) -> None:
+    "What `close()` would have done: stop every process in the groups, remove them, give back a workdir, remove the run directory."
+    for _ in range(100):
+        pids = [int(p) for d in cfg["cgroups"] for p in _read(os.path.join(d, "cgroup.procs")).split()]
+        if not pids: break
+        for p in pids:
+            try: os.kill(p, signal.SIGKILL)
+            except OSError: pass
+        time.sleep(0.02)
+    for d in cfg["cgroups"]: _Cgroups._rmdir(d)
+    if cfg.get("workdir_owner"):
+        _give_back(cfg["workdir"], cfg["workdir_id"], cfg["uid"], *cfg["workdir_owner"])
+    shutil.rmtree(cfg["run_dir"], ignore_errors=True)
+
+# %% ../nbs/10_sandbox.ipynb #5b1e7c06
+def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: int) -> None:
+    """The first process of the kernel's pid namespace (its pid 1): join the groups, leave the network, the mount
+    table and the IPC objects, build the private file-system view, become the kernel's own user, then start the
+    kernel and reap every process until the kernel ends."""
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)       # the supervisor gone (killed by us): so are we
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)              # orphans come to us (without a pid namespace too)
+    for d in cfg["cgroups"]:
+        try: _write(os.path.join(d, "cgroup.procs"), 0); status["cgroups"].append(d)     # "0": this process
+        except OSError as e: status["errors"].append(f"joining {d}: {e.strerror}")
+    root, drop = os.getuid() == 0, os.getuid() == 0 and cfg["uid"] is not None
+    flags = _CLONE_NEWNS | _CLONE_NEWIPC | (0 if cfg["network"] else _CLONE_NEWNET)
+    own_ns = libc.unshare(flags) == 0
+    if not own_ns: status["errors"].append(f"unshare: {os.strerror(ctypes.get_errno())}")
+    if cfg["network"]: status["network"] = "allowed (network=True)"
+    elif not own_ns: status["network"] = f"NOT isolated: no namespaces of its own ({status['errors'][-1]})"
+    else:
+        status["network"] = "own user + network namespace (loopback only)" if status.get("userns") else "own network namespace (loopback only)"
+        try: _loopback_up()
+        except OSError as e: status["network"] += f"; loopback is down ({e.strerror})"
+    if status.get("pidns"):
+        status["pid"] = "own pid namespace, NOT its own /proc (other processes' command lines are readable)"
+        if own_ns:
+            try:
+                _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
+                status["pid"] = "own pid namespace and /proc (ends with its owner)"
+            except OSError as e: status["pid"] += f": {e}"
+    # what the kernel may write: its socket directory, and a researcher's working directory (never followed through a link)
+    uid = cfg["uid"] if drop else os.getuid()
+    gid = cfg["uid"] if drop else os.getgid()
+    owned = {cfg["sockets"]: _open_dir(cfg["sockets"])}
+    if cfg["workdir"]: owned[cfg["workdir"]] = _open_dir(cfg["workdir"], cfg["workdir_id"])
+    for fd in owned.values():
+        if drop:
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, (os.fstat(fd).st_mode & 0o777) | 0o700)      # whatever the last kernel did to it
+    # the connection file and the start-up code, in the socket directory (created here, no link followed)
+    k = owned[cfg["sockets"]]
+    with open(connection_file, "rb") as f: conn = f.read()
+    for name, data, mode in (("kernel.json", conn, 0o600), ("startup.py", cfg["startup"].encode(), 0o644)):
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=k)
+        os.write(fd, data); os.fchmod(fd, mode)
+        if drop: os.fchown(fd, uid, gid)
+        os.close(fd)
+    view = None
+    if own_ns:
+        try: view = _private_view(libc, cfg["plan"], cfg["stage"], cfg["disk_mb"], owned, drop)
+        except OSError as e: status["errors"].append(f"private file system view: {e}")
+    status["view"] = view
+    # the working directory: on the private tmpfs, fresh at every start, or the researcher's own
+    if cfg["workdir"]: workdir = cfg["workdir"]
+    elif view and cfg["plan"]["tmp"] in view["scratch"]:
+        workdir = os.path.join(cfg["plan"]["tmp"], "work")
+        os.mkdir(workdir, 0o700)
+    else:                                      # no private view: a fresh directory in the run directory (root-owned)
+        workdir = os.path.join(cfg["run_dir"], "work")
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.mkdir(workdir, 0o700)
+    wfd = _open_dir(workdir)
+    if drop and not cfg["workdir"]: os.fchown(wfd, uid, gid)
+    os.fchdir(wfd); os.close(wfd)
+    status["workdir"] = workdir
+    for fd in owned.values(): os.close(fd)
     for name, value in cfg["rlimits"].items():
         try: resource.setrlimit(getattr(resource, name), (value, value)); status["rlimits"][name] = value
         except (OSError, ValueError) as e: status["errors"].append(f"{name}: {e}")
-    try: resource.setrlimit(resource.RLIMIT_CORE, (0, 0))     # a segfault leaves no core file behind
-    except (OSError, ValueError): pass
-    startup = os.path.join(os.path.dirname(cfg_path), "startup.py")
-    _write(startup, _KERNEL_STARTUP.replace("OUTPUT_CAP", str(int(cfg["output_cap"]))))
-    os.chmod(startup, 0o644)
-    status["user"] = "this user (not root: no privileges to drop)" if os.getuid() else "NOT dropped: still root"
-    workdir = cfg["workdir"]
-    if os.getuid() == 0 and cfg["uid"] is not None and not _reachable(workdir):
-        # a directory behind a private parent (say under /root): show it to the kernel at a reachable place
-        if own_mounts:
-            try:
-                view = os.path.join(os.path.dirname(cfg_path), "work")
-                os.makedirs(view, exist_ok=True)
-                _check(libc.mount(workdir.encode(), view.encode(), None, _MS_BIND, None), f"binding {workdir}")
-                workdir = view
-            except OSError as e: status["errors"].append(str(e))
-        if workdir == cfg["workdir"]: cfg["uid"], status["user"] = None, "NOT dropped: its working directory is private to root"
-    os.environ["HOME"] = status["workdir"] = workdir
-    if os.getuid() == 0 and cfg["uid"] is not None:
-        uid = gid = cfg["uid"]
-        mine = os.path.join(cfg["sockets"], "kernel.json")        # the kernel's copy of its connection file
-        shutil.copyfile(connection_file, mine)
+    status["user"] = "this user (not root: no privileges to drop)" if not root else "NOT dropped: still root"
+    if root and cfg["uid"] is None: status["user"] = f"NOT dropped: still root ({cfg['stays_root']})"
+    if drop:
         try:
-            _become(uid, gid, [cfg["sockets"], mine, workdir])
-            connection_file = mine
+            os.setgroups([]); os.setgid(gid); os.setuid(uid)     # from root: real, effective and saved ids, all capabilities
             status["user"] = f"uid {uid} of its own (no groups, no capabilities, no new privileges)"
         except OSError as e: status["user"] = f"NOT dropped: still root ({e})"
-    os.chdir(workdir)
-    json.dump(status, report); report.close()
-    os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", connection_file,
-                              "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
-                              f"--IPKernelApp.exec_files={startup}"])
+    status["keyring"] = _new_session_keyring(libc)
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.write(report, json.dumps(status).encode()); os.close(report)
+    env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}    # ipykernel would watch a pid of another namespace
+    env["HOME"] = workdir
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    kernel = os.fork()
+    if kernel == 0:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.execve(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", os.path.join(cfg["sockets"], "kernel.json"),
+                                   "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
+                                   f"--IPKernelApp.exec_files={os.path.join(cfg['sockets'], 'startup.py')}"], env)
+    while True:                                # reap everything; the kernel's end is ours (and, as pid 1, everyone's)
+        try: pid, st = os.wait()
+        except ChildProcessError: os._exit(70)
+        except InterruptedError: continue
+        if pid == kernel:
+            os.write(w, str(st).encode())
+            os._exit(0)
 
 # %% ../nbs/10_sandbox.ipynb #07cbc33f
 @dataclass(frozen=True)
 class Isolation:
-    "What the running kernel is actually held to, as measured when it started."
+    """What the running kernel is actually held to, as measured when it started. Each field says what holds, or
+    starts with "NOT" and says why not."""
     network: str
     memory: str
     processes: str
-    env_removed: tuple = ()
-    workdir: str = ""
+    env_removed: tuple = ()          # the researcher's variables the kernel did not get
+    workdir: str = ""                # the working directory, as the kernel sees it
     user: str = ""
-    home: str = ""
+    home: str = ""                   # the home directory and the credential stores: hidden, with what is bound back
+    disk: str = ""                   # where the kernel may write, and how much
+    cpu: str = ""
+    pids: str = ""                   # the pid namespace: what other processes the kernel can see
+    keyring: str = ""
+    gpus: str = ""
+
+    _CHECKED = ("network", "memory", "processes", "user", "home", "disk", "cpu", "pids", "keyring", "gpus")
 
     @property
     def complete(self) -> bool:
         "Whether everything asked for is enforced (network isolation counts only when it was asked for)."
-        return not any(s.startswith("NOT") for s in (self.network, self.memory, self.processes, self.user, self.home))
+        return not any(getattr(self, f).startswith("NOT") for f in self._CHECKED)
 
     def __str__(self) -> str:
-        return (f"network: {self.network}; memory: {self.memory}; processes: {self.processes}; user: {self.user}; "
-                f"home: {self.home}; environment: {len(self.env_removed)} secret variable(s) removed")
+        return "; ".join(f"{f}: {getattr(self, f)}" for f in self._CHECKED) + \
+            f"; environment: {len(self.env_removed)} variable(s) not passed"
 
 @dataclass
 class ExecResult:
@@ -489,8 +795,15 @@ def _warn_once(msg: str) -> None:
 class _Resources:
     "What one sandbox owns, separate from it so that a finalizer can release it without the sandbox."
     def __init__(self):
-        self.km = self.kc = self.cgroups = self.log = self.workdir_owner = None
+        self.km = self.kc = self.cgroups = self.log = self.workdir_owner = self.context = None
         self.dirs: list[str] = []
+    def kill(self) -> None:
+        "End the kernel at once, from any thread: its supervisor, and with it the kernel's pid namespace."
+        proc = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if proc is not None:
+            try: proc.kill()
+            except Exception: pass
+        if self.cgroups is not None: self.cgroups.kill_all(timeout=1.0)
     def stop_kernel(self) -> None:
         if self.kc is not None:
             try: self.kc.stop_channels()
@@ -506,24 +819,32 @@ class _Resources:
         self.stop_kernel()
         if self.cgroups is not None: self.cgroups.remove(); self.cgroups = None
         if self.log is not None: self.log.close(); self.log = None
-        if self.workdir_owner is not None:        # a directory the researcher gave: everything in it back to its owner
-            top, uid, gid = self.workdir_owner
-            for root, dirs, files in os.walk(top):
-                for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-                    try: os.lchown(n, uid, gid)
-                    except OSError: pass
+        if self.workdir_owner is not None:        # a directory the researcher gave: what the kernel made there, back to its owner
+            _give_back(*self.workdir_owner)
             self.workdir_owner = None
+        if self.context is not None: self.context.destroy(linger=0); self.context = None
         for d in self.dirs: shutil.rmtree(d, ignore_errors=True)
         self.dirs = []
 
 # %% ../nbs/10_sandbox.ipynb #61564b6a
-def _kernel_manager(argv: list[str], ipc_path: str):
+def _kernel_manager(argv: list[str], ipc_path: str, context):
     from jupyter_client import KernelManager
     from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
     spec = KernelSpec(argv=argv, display_name="cascade-lab sandbox", language="python", interrupt_mode="signal")
     class _OneSpec(KernelSpecManager):
         def get_kernel_spec(self, kernel_name, *args, **kwargs): return spec
-    return KernelManager(kernel_name="cascade-sandbox", kernel_spec_manager=_OneSpec(), transport="ipc", ip=ipc_path)
+    return KernelManager(kernel_name="cascade-sandbox", kernel_spec_manager=_OneSpec(), transport="ipc", ip=ipc_path,
+                         context=context)
+
+def _zmq_context():
+    """A ZeroMQ context whose sockets refuse messages over `_MAX_MESSAGE` bytes: the kernel cuts what it sends, but
+    the model's code can bypass that and send anything, which must not fill the researcher's memory."""
+    import zmq
+    ctx = zmq.Context()
+    ctx.setsockopt(zmq.MAXMSGSIZE, _MAX_MESSAGE)
+    return ctx
+
+_MAX_MESSAGE = 32 * 2**20
 
 def _pkg_parent() -> str:
     "The directory holding the `cascade_lab` package (the launcher imports it from there)."
@@ -534,20 +855,14 @@ def _fresh_id() -> int:
     import random
     return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
 
-def _needed_under(home: str, extra: list[str]) -> list[str]:
-    """What the kernel needs from inside `home` (outermost paths only), to bind back over the tmpfs: the interpreter,
-    its packages, the directories on this process's `sys.path` (a notebook's own folder among them) and on
-    PYTHONPATH, LD_LIBRARY_PATH and PATH. Everything else in `home` stays out of sight."""
+def _needed(extra: list[str]) -> list[str]:
+    """What the kernel needs to see at its own path: the interpreter, its packages, the directories on this process's
+    `sys.path` (a notebook's own folder among them) and on PYTHONPATH, LD_LIBRARY_PATH and PATH."""
     env_paths = [p for v in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
     cand = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
             *site.getsitepackages(), *[p for p in sys.path if p], *env_paths, *extra}
     if site.ENABLE_USER_SITE: cand.add(site.getusersitepackages())
-    inside = sorted({os.path.realpath(p) for p in cand if p and os.path.exists(p)})
-    inside = [p for p in inside if p != home and os.path.commonpath([p, home]) == home]
-    out = []
-    for p in inside:
-        if not any(os.path.commonpath([p, q]) == q for q in out): out.append(p)
-    return out
+    return sorted(p for p in cand if p and os.path.isabs(p) and os.path.exists(p))
 
 def _positive(name: str, value, allow_none: bool = False):
     if value is None and allow_none: return None
@@ -560,26 +875,35 @@ class PythonSandbox:
     """A stateful Python session in its own isolated Jupyter kernel (see the module's introduction).
 
     `timeout`: seconds per call; `memory_mb`: the kernel's memory limit; `max_output_chars`: where output is cut
-    (1000, as NVIDIA's harness); `network`: allow network access; `workdir`: the working directory (a fresh
-    temporary one, removed on close, when None); `max_processes`: tasks (processes and threads) the kernel may
-    have; `interrupt_grace`: seconds an interrupted call gets to stop before the kernel is restarted;
-    `restart_on_timeout`: restart after every timeout; `env`: extra variables for the kernel (scrubbed too)."""
+    (1000, as NVIDIA's harness); `network`: allow network access; `workdir`: the working directory (None: a fresh
+    one on the kernel's private tmpfs, gone when the kernel ends; or a directory of yours, kept); `max_processes`:
+    tasks (processes and threads) the kernel may have; `disk_mb`: the size of the kernel's private tmpfs (its
+    working directory, /tmp, /var/tmp, /dev/shm and /run/lock), counted in its memory too; `cpus`: how many cores'
+    worth of CPU time the kernel and its processes may use; `gpus`: let the kernel see the GPUs;
+    `interrupt_grace`: seconds an interrupted call gets to stop before the kernel is restarted; `restart_on_timeout`:
+    restart after every timeout; `env`: extra variables for the kernel (scrubbed of credential-looking names)."""
 
     def __init__(self, timeout: float = 120, memory_mb: int | None = 4096, max_output_chars: int = 1000,
-                 network: bool = False, workdir=None, *, max_processes: int | None = 256, interrupt_grace: float = 3.0,
+                 network: bool = False, workdir=None, *, max_processes: int | None = 256, disk_mb: int = 1024,
+                 cpus: float | None = 1.0, gpus: bool = False, interrupt_grace: float = 3.0,
                  restart_on_timeout: bool = False, env: dict | None = None, startup_timeout: float = 60.0):
         self.timeout = _positive("timeout", timeout)
         self.memory_mb = _positive("memory_mb", memory_mb, allow_none=True)
         self.max_processes = _positive("max_processes", max_processes, allow_none=True)
+        self.disk_mb, self.cpus = _positive("disk_mb", disk_mb), _positive("cpus", cpus, allow_none=True)
         if isinstance(max_output_chars, bool) or not isinstance(max_output_chars, int) or max_output_chars < 0:
             raise SandboxError(f"max_output_chars must be an integer >= 0, got {max_output_chars!r}")
-        self.max_output_chars, self.network = max_output_chars, bool(network)
+        self.max_output_chars, self.network, self.gpus = max_output_chars, bool(network), bool(gpus)
         self.interrupt_grace, self.startup_timeout = _positive("interrupt_grace", interrupt_grace), _positive("startup_timeout", startup_timeout)
         self.restart_on_timeout, self.extra_env = bool(restart_on_timeout), dict(env or {})
         if workdir is not None and not os.path.isdir(workdir):
-            raise SandboxError(f"workdir {str(workdir)!r} is not a directory; create it first or pass workdir=None for a temporary one")
-        self._workdir_arg = None if workdir is None else os.path.abspath(workdir)
-        self.workdir: str | None = None
+            raise SandboxError(f"workdir {str(workdir)!r} is not a directory; create it first or pass workdir=None for a private one")
+        self._workdir_arg = None if workdir is None else os.path.realpath(workdir)
+        self._workdir_id = None
+        if workdir is not None:                 # the directory itself, not whatever its path may name later
+            st = os.stat(self._workdir_arg)
+            self._workdir_id = (st.st_dev, st.st_ino)
+        self.workdir: str | None = self._workdir_arg
         self.isolation: Isolation | None = None
         self.start_seconds: float | None = None
         self.restarts = 0
@@ -597,31 +921,36 @@ class PythonSandbox:
             if self._res.km is None: self._start()
         return self
 
+    @property
+    def run_dir(self) -> str | None:
+        "The directory (ours, private) with the kernel's sockets, log and launch files; None before the first start."
+        return self._res.dirs[0] if self._res.dirs else None
+
     def _start(self) -> None:
         t0 = time.perf_counter()
         res = self._res
         if not res.dirs:
             _sweep_stale_dirs()
-            pid = os.getpid()
-            res.dirs.append(tempfile.mkdtemp(prefix=f"cl-sbx-{pid}-"))          # short: ipc socket paths are limited to ~100 chars
-            self.workdir = self._workdir_arg or tempfile.mkdtemp(prefix=f"cascade-sandbox-{pid}-")
-            if self._workdir_arg is None: res.dirs.append(self.workdir)
-            res.log = open(os.path.join(res.dirs[0], "kernel.log"), "ab")
+            res.dirs.append(tempfile.mkdtemp(prefix=f"cl-sbx-{os.getpid()}-"))    # short: ipc socket paths are limited to ~100 chars
+            fd = os.open(os.path.join(res.dirs[0], "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+            res.log = os.fdopen(fd, "ab")
         run_dir = res.dirs[0]
-        os.makedirs(self.workdir, exist_ok=True)       # the model's code may have deleted it
         if res.cgroups is not None and any(not os.path.isdir(d) for d in res.cgroups.dirs):
             res.cgroups = None                          # removed from outside: make them again, limits included
-        if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes)
+        if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes, self.cpus)
         cg = res.cgroups
         rlimits, memory, procs = self._limits(cg)
         env, removed = self._kernel_env(rlimits)
-        cfg_path, status_path = self._launch_config(run_dir, cg, rlimits)
+        cfg_path, status_path, cfg = self._launch_config(run_dir, cg, rlimits)
         boot = f"import sys; sys.path.insert(0, {_pkg_parent()!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
-        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k", "ipc"))
+        if res.context is None: res.context = _zmq_context()
+        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k", "ipc"),
+                             res.context)
+        km.connection_file = os.path.join(run_dir, "connection.json")
         res.km = km
         try:
-            km.start_kernel(env=env, cwd=self.workdir, stdout=res.log, stderr=res.log)
-            res.kc = km.client()
+            km.start_kernel(env=env, cwd=run_dir, stdout=res.log, stderr=res.log)
+            res.kc = km.client(context=res.context)
             res.kc.start_channels()
             res.kc.wait_for_ready(timeout=self.startup_timeout)
         except Exception as e:
@@ -632,36 +961,45 @@ class PythonSandbox:
                     else f"Check that ipykernel is installed for {sys.executable}")
             raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
                                f"{log}\n{hint}.") from None
-        self.isolation = self._measured(json.loads(_read(status_path, "{}") or "{}"), cg, rlimits, memory, procs, removed)
-        for what in ("network", "memory", "processes", "user", "home"):
+        self.isolation = self._measured(json.loads(_read(status_path, "{}") or "{}"), cg, cfg, memory, procs, removed)
+        self.workdir = self.isolation.workdir
+        for what in Isolation._CHECKED:
             if (v := getattr(self.isolation, what)).startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {v}")
         self.start_seconds = time.perf_counter() - t0
 
-    def _launch_config(self, run_dir: str, cg: _Cgroups, rlimits: dict) -> tuple[str, str]:
-        "Write what the launcher needs (see `_launch`); returns the paths of the config and of the status it will write."
+    def _launch_config(self, run_dir: str, cg: _Cgroups, rlimits: dict) -> tuple[str, str, dict]:
+        "Write what the launcher needs (see `_launch`); returns the paths of the config and of the status it will write, and the config."
         res = self._res
         status_path = os.path.join(run_dir, "status.json")
-        if os.path.exists(status_path): os.remove(status_path)
-        sockets = os.path.join(run_dir, "k")            # the kernel's ipc sockets; handed to its user when it has one
-        shutil.rmtree(sockets, ignore_errors=True)
-        os.mkdir(sockets, 0o700)
+        sockets, stage = os.path.join(run_dir, "k"), os.path.join(run_dir, "fs")
+        for d in (sockets, stage):                     # made fresh by root in its own directory: nothing of the last kernel's
+            shutil.rmtree(d, ignore_errors=True)
+            os.mkdir(d, 0o700)
         os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
         home = os.path.realpath(os.path.expanduser("~"))
+        home = home if home not in ("/", "") and os.path.isdir(home) else None
         if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
-        if self._uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
-            st = os.stat(self.workdir)
-            res.workdir_owner = (self.workdir, st.st_uid, st.st_gid)      # given back on close
+        plan = _mount_plan(home, _needed([_pkg_parent()]), [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
+                           self._uid is not None, self.gpus, os.environ)
+        uid, stays_root = self._uid, ""
+        if uid is not None and plan["unreadable"]:
+            uid, stays_root = None, f"other users cannot read {', '.join(plan['unreadable'])}"
+        if uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
+            st = os.stat(self._workdir_arg)
+            res.workdir_owner = (self._workdir_arg, self._workdir_id, uid, st.st_uid, st.st_gid)     # given back on close
+        cfg = {"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "status_path": status_path,
+               "startup": _KERNEL_STARTUP.replace("OUTPUT_CAP", str(max(100_000, 2 * self.max_output_chars + 2)))
+                                         .replace("IMAGES_CAP", str(_IMAGES_CAP)).replace("IMAGE_CAP", str(_IMAGE_CAP)),
+               "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
+               "sockets": sockets, "run_dir": run_dir, "workdir": self._workdir_arg, "workdir_id": self._workdir_id,
+               "workdir_owner": res.workdir_owner[3:] if res.workdir_owner else None}
         cfg_path = os.path.join(run_dir, "launch.json")
-        with open(cfg_path, "w") as f:
-            json.dump({"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "workdir": self.workdir,
-                       "status_path": status_path, "output_cap": max(100_000, 2 * self.max_output_chars + 2),
-                       "home": home if home not in ("/", "") and os.path.isdir(home) else None,
-                       "keep": _needed_under(home, [_pkg_parent(), self.workdir, run_dir]),
-                       "stage": os.path.join(run_dir, "home"), "uid": self._uid, "sockets": sockets}, f)
-        return cfg_path, status_path
+        with open(cfg_path, "w") as f: json.dump(cfg, f)
+        return cfg_path, status_path, cfg
 
-    def _measured(self, status: dict, cg: _Cgroups, rlimits: dict, memory: str, procs: str, removed) -> Isolation:
+    def _measured(self, status: dict, cg: _Cgroups, cfg: dict, memory: str, procs: str, removed) -> Isolation:
         "The isolation report from what the launcher says took effect (a limit it could not apply is NOT enforced)."
+        rlimits, plan, view = cfg["rlimits"], cfg["plan"], status.get("view") or {}
         joined = set(status.get("cgroups", []))
         why = "; ".join(status.get("errors", [])) or "unknown reason"
         if cg._mem_dir is not None and cg._mem_dir[1] not in joined: memory = f"NOT enforced: the kernel could not join its cgroup ({why})"
@@ -671,13 +1009,32 @@ class PythonSandbox:
         if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
         if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not user.startswith("uid "):
             procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
+        if self.cpus is None: cpu = "not limited (cpus=None)"
+        elif cg.cpu is None: cpu = f"NOT limited: no cpu cgroup ({'; '.join(cg.notes)})"
+        else: cpu = cg.cpu if cg._cpu_dir in joined else f"NOT limited: the kernel could not join its cgroup ({why})"
+        missing = [p for p in plan["scratch"] if p not in view.get("scratch", [])]
+        if not view: disk = f"NOT bounded: no private file system view ({why})"
+        elif missing: disk = f"NOT private: {', '.join(missing)} (the host's; {why})"
+        else: disk = f"private tmpfs of {self.disk_mb} MB at {', '.join(plan['scratch'])}, gone with the kernel"
+        if self._workdir_arg and view: disk += f"; the researcher's {self._workdir_arg} is the working directory (not bounded)"
+        if not view: home = f"NOT hidden: no mount namespace of its own ({why})"
+        else:
+            unhidden = [p for p in plan["cover"] if p not in view.get("cover", [])] + \
+                       [p for p in plan["blank"] if p not in view.get("blank", [])]
+            home = (f"NOT hidden: {', '.join(unhidden)} ({why})" if unhidden else
+                    f"hidden (a tmpfs over {', '.join(plan['cover']) or 'nothing'}; emptied: {', '.join(plan['blank']) or 'nothing'}; "
+                    f"bound back read-only: {', '.join(view.get('ro', [])) or 'nothing'})")
+        devices = [p for p in plan["blank"] if any(fnmatch.fnmatchcase(p, g) for g in _GPU_DEVICE_GLOBS)]
+        if self.gpus: gpus = "visible (gpus=True)"
+        elif devices and any(p not in view.get("blank", []) for p in devices): gpus = f"NOT hidden: {', '.join(devices)} ({why})"
+        else: gpus = f"hidden (CUDA_VISIBLE_DEVICES empty{'; ' + ', '.join(devices) + ' unreadable' if devices else ''})"
         net = "allowed (network=True)" if self.network else status.get("network", "unknown")
-        return Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir), user,
-                         status.get("home", "unknown"))
+        return Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir or ""), user, home, disk, cpu,
+                         status.get("pid", "unknown"), status.get("keyring", "unknown"), gpus)
 
     def _limits(self, cg: _Cgroups) -> tuple[dict, str, str]:
         "(rlimits the launcher sets where cgroups are missing, what holds memory, what holds processes)."
-        rlimits, memory, procs = {}, cg.memory, cg.pids
+        rlimits, memory, procs = {"RLIMIT_CORE": 0}, cg.memory, cg.pids        # a segfault leaves no core file behind
         if self.memory_mb is None: memory = "not limited (memory_mb=None)"
         elif memory is None:
             rlimits["RLIMIT_AS"] = int(self.memory_mb) * 2**20
@@ -693,17 +1050,19 @@ class PythonSandbox:
         return rlimits, memory, procs
 
     def _kernel_env(self, rlimits: dict) -> tuple[dict, list[str]]:
-        "The kernel's environment (ours plus `env`, scrubbed; HOME is the working directory) and the names removed."
-        base, removed = scrub_env({**os.environ, **self.extra_env})
-        base.pop("PYTEST_CURRENT_TEST", None)      # under it ipykernel would not capture fd-level output
-        env = {**base, "HOME": self.workdir, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-               "PYTHONUNBUFFERED": "1", "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
-        if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moved; user packages stay
+        """The kernel's environment: ours through the allowlist (`allowed_env`), plus `env` (scrubbed), plus what the
+        kernel needs; and the names of ours it did not get. HOME becomes the working directory (the launcher sets it)."""
+        base, removed = allowed_env(dict(os.environ))
+        extra, dropped = scrub_env(self.extra_env)
+        env = {**base, **extra, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONUNBUFFERED": "1",
+               "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
+        if not self.gpus: env["CUDA_VISIBLE_DEVICES"] = ""              # the model's code must not starve the model
+        if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moves; user packages stay
         if os.getuid() == 0: env["USER"] = env["LOGNAME"] = "sandbox"             # the kernel runs as a uid of its own
         # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which
         # alone would starve a kernel's dozen threads under a small limit
         if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
-        return env, removed
+        return env, sorted(set(removed) | set(dropped))
 
     def _log_tail(self, n: int = 2000) -> str:
         if not self._res.dirs: return ""
@@ -720,10 +1079,7 @@ class PythonSandbox:
     def interrupt(self) -> None:
         """Interrupt the code running now, from any thread (SIGINT, as Jupyter's stop button does): the running `run`
         returns with a `KeyboardInterrupt` error, and the session keeps its state. Does nothing when idle."""
-        km = self._res.km
-        if km is not None and not self._closed:
-            try: km.interrupt_kernel()
-            except Exception: pass
+        if not self._closed: self._sigint()
 
     def reset(self) -> None:
         """Forget every variable and import (IPython's `%reset -f`) but keep the kernel: a fresh session without the
@@ -732,10 +1088,27 @@ class PythonSandbox:
         if r.error is not None and not r.restarted: raise SandboxError(f"resetting the session failed: {r.error}")
 
     def close(self) -> None:
-        "Stop the kernel and every process it started; remove its cgroups and temporary directories. Idempotent."
-        with self._lock:
-            self._closed = True
-            self._finalizer()
+        """Stop the kernel and every process it started; remove its cgroups and temporary directories. Idempotent, and
+        from any thread: a call running in another thread is interrupted, then the kernel is killed, so `close` returns
+        within about two seconds and that call returns an error saying the sandbox was closed."""
+        self._closed = True
+        got = self._lock.acquire(blocking=False)
+        if not got:                             # a call is running: ask it to stop, then stop it
+            self._sigint()
+            got = self._lock.acquire(timeout=0.5)
+            if not got:
+                self._res.kill()
+                got = self._lock.acquire(timeout=1.0)
+        try: self._finalizer()
+        finally:
+            if got: self._lock.release()
+
+    def _sigint(self) -> None:
+        "SIGINT to the kernel's process group, even when the sandbox is closing (see `interrupt`)."
+        km = self._res.km
+        if km is not None:
+            try: km.interrupt_kernel()
+            except Exception: pass
 
     @property
     def closed(self) -> bool: return self._closed
@@ -798,6 +1171,10 @@ def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecRe
             except Exception: pass
             raise
         r.restarted = r.restarted or bool(before)
+        if self._closed:
+            text = "\n".join(x for x in (r.out.text().rstrip(), "The sandbox was closed during this call.") if x)
+            return ExecResult(text, "the sandbox was closed during the call", r.timed_out, r.restarted,
+                              time.perf_counter() - t0, r.images, r.out.truncated, str(self.isolation))
         notes = []
         if r.notes: notes.append(r.notes)
         if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
@@ -835,6 +1212,9 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
     deadline = t0 + timeout
     while True:
         now = time.perf_counter()
+        if self._closed:                 # close() from another thread: it stops the kernel; say so and leave
+            r.error, r.notes = "the sandbox was closed during the call", "The sandbox was closed during this call."
+            return r
         if now >= deadline:
             if not r.timed_out:          # first the interrupt, then a short grace period
                 r.timed_out = True
@@ -851,7 +1231,7 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
         except ValueError:        # a message that failed its signature check: say so rather than stop
             r.out.add("[a message from the Python session was lost]\n"); continue
         except queue.Empty:
-            if res.km.is_alive(): continue
+            if self._closed or res.km.is_alive(): continue
             proc = getattr(res.km.provisioner, "process", None)
             cause = _death_cause(proc.poll() if proc is not None else None, cg.oom_kills() > oom_before, self.memory_mb)
             self.restart()
@@ -865,7 +1245,10 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
             data = c.get("data", {})
             pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
             if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
-            r.images += pics
+            room = _IMAGES_CAP - sum(len(i["data"]) for i in r.images)
+            kept = [p for p in pics if len(p["data"]) <= room and (room := room - len(p["data"])) >= 0]
+            if len(kept) < len(pics): r.out.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
+            r.images += kept
             if "text/plain" in data and not pics: r.out.add(str(data["text/plain"]) + "\n")     # an image's repr is noise
         elif kind == "error":
             ename, evalue = c.get("ename", "Error"), c.get("evalue", "")
