@@ -347,11 +347,15 @@ def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, 
             if p not in keep_rw and not mode & (0o005 if stat.S_ISDIR(mode) else 0o004): unreadable.append(p)
     # never cover a system directory, or one that holds a scratch directory (the system would go with it)
     hidden = {p for p in hidden if p not in _SYSTEM_DIRS and not any(_under(s, p) for s in scratch)}
+    # a folder on sys.path that holds a hidden one (a notebook's folder that is the home itself) is not shown
+    # (and neither is one that holds a scratch directory: a script in /tmp puts /tmp on sys.path)
+    keep_ro = [p for p in keep_ro if not any(_under(h, p) for h in hidden) and not any(_under(s, p) for s in scratch)]
     cover = [p for p in _outermost(p for p in hidden if os.path.isdir(p)) if not any(_under(p, s) for s in scratch)]
+    in_scratch = sorted(p for p in hidden if any(_under(p, s) for s in scratch))     # hidden by the private tmpfs
     blank = sorted(p for p in hidden if not os.path.isdir(p) and not any(_under(p, c) for c in cover + scratch))
     if not gpus: blank += sorted({p for g in _GPU_DEVICE_GLOBS for p in glob.glob(g) if not os.path.isdir(p)})
     return {"tmp": real("/tmp"), "scratch": scratch, "cover": cover, "blank": blank, "keep_ro": keep_ro, "keep_rw": keep_rw,
-            "unreadable": unreadable}
+            "in_scratch": in_scratch, "unreadable": unreadable}
 
 # %% ../nbs/10_sandbox.ipynb #5b1e7c03
 def _mountpoint(path: str, is_dir: bool) -> None:
@@ -578,7 +582,7 @@ def _supervise(cfg: dict, init: int, r: int) -> None:
     except ValueError: st = -1
     if st >= 0 and os.WIFSIGNALED(st):          # die the way the kernel died, so the report can say why
         sig = os.WTERMSIG(st)
-        signal.signal(sig, signal.SIG_DFL)
+        if sig != signal.SIGKILL: signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(st) if st >= 0 and os.WIFEXITED(st) else 1)
 
@@ -674,6 +678,8 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
     os.write(report, json.dumps(status).encode()); os.close(report)
     env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}    # ipykernel would watch a pid of another namespace
     env["HOME"] = workdir
+    if view and cfg["plan"]["tmp"] in view["scratch"]:       # IPython's profile and caches beside, not in, the working directory
+        env["IPYTHONDIR"], env["MPLCONFIGDIR"] = os.path.join(cfg["plan"]["tmp"], ".ipython"), os.path.join(cfg["plan"]["tmp"], ".matplotlib")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     kernel = os.fork()
     if kernel == 0:
@@ -1021,9 +1027,11 @@ class PythonSandbox:
         else:
             unhidden = [p for p in plan["cover"] if p not in view.get("cover", [])] + \
                        [p for p in plan["blank"] if p not in view.get("blank", [])]
-            home = (f"NOT hidden: {', '.join(unhidden)} ({why})" if unhidden else
-                    f"hidden (a tmpfs over {', '.join(plan['cover']) or 'nothing'}; emptied: {', '.join(plan['blank']) or 'nothing'}; "
-                    f"bound back read-only: {', '.join(view.get('ro', [])) or 'nothing'})")
+            out = [f"a tmpfs over {', '.join(plan['cover'])}"] if plan["cover"] else []
+            if plan["in_scratch"] and not missing: out.append(f"under the private tmpfs: {', '.join(plan['in_scratch'])}")
+            if plan["blank"]: out.append(f"emptied: {', '.join(plan['blank'])}")
+            if view.get("ro"): out.append(f"bound back read-only: {', '.join(view['ro'])}")
+            home = f"NOT hidden: {', '.join(unhidden)} ({why})" if unhidden else f"hidden ({'; '.join(out) or 'nothing to hide'})"
         devices = [p for p in plan["blank"] if any(fnmatch.fnmatchcase(p, g) for g in _GPU_DEVICE_GLOBS)]
         if self.gpus: gpus = "visible (gpus=True)"
         elif devices and any(p not in view.get("blank", []) for p in devices): gpus = f"NOT hidden: {', '.join(devices)} ({why})"
