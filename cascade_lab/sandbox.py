@@ -1,4 +1,4 @@
-"""A separate Jupyter kernel that runs the model's code: stateful like a notebook, with limits on time, memory, processes and output, no network, and no secrets in its environment.
+"""A separate Jupyter kernel that runs the model's code: stateful like a notebook, with limits on time, memory, CPU, processes, disk and output, no network, no secrets, and nothing that outlives it.
 
 Docs: https://cascade-lab.github.io/cascade-lab/sandbox.html.md"""
 
