@@ -320,16 +320,27 @@ def _closed_ancestor(path: str) -> str | None:
         except OSError: return None
     return None
 
-def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, environ: dict) -> dict:
+def _readable(p: str) -> bool:
+    "Whether other users may read `p` (and list it, for a directory)."
+    try: mode = os.stat(p).st_mode
+    except OSError: return False
+    return bool(mode & 0o004) and (not stat.S_ISDIR(mode) or bool(mode & 0o001))
+
+def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, environ: dict, optional=()) -> dict:
     """What the kernel's mount namespace hides and shows, as lists of real paths:
     `scratch`: the directories every user may write to, replaced by one private tmpfs of bounded size;
     `cover`: directories replaced by an empty tmpfs (the home, credential stores the environment names, and, for a
     kernel with a uid of its own, every private directory above something it needs);
     `blank`: files replaced by an empty, unreadable file (credential files, GPU device nodes);
     `keep_ro` / `keep_rw`: what stays visible at its own path inside a cover, read-only or writable;
-    `unreadable`: kept paths the kernel's own uid could not read even so (it then stays root, and says why)."""
+    `unreadable`: kept paths the kernel's own uid could not read even so (it then stays root, and says why).
+    Paths in `optional` (folders on sys.path or PATH that the kernel can do without: a script's own private folder)
+    are left out instead when its uid could not read them."""
     real = lambda p: os.path.realpath(p)
-    keep_ro = _outermost(real(p) for p in keep_ro if p and os.path.exists(p))
+    optional = {real(p) for p in optional if p}
+    keep_ro = [real(p) for p in keep_ro if p and os.path.exists(p)]
+    if drop_uid: keep_ro = [p for p in keep_ro if p not in optional or _readable(p)]
+    keep_ro = _outermost(keep_ro)
     keep_rw = _outermost(real(p) for p in keep_rw if p and os.path.exists(p))
     keep_ro = [p for p in keep_ro if not any(_under(p, q) for q in keep_rw)]
     scratch = _outermost(real(p) for p in _SCRATCH if os.path.isdir(p))
@@ -342,9 +353,7 @@ def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, 
     if drop_uid:
         for p in keep_ro + keep_rw:
             if (a := _closed_ancestor(p)) is not None: hidden.add(a)
-            try: mode = os.stat(p).st_mode
-            except OSError: continue
-            if p not in keep_rw and not mode & (0o005 if stat.S_ISDIR(mode) else 0o004): unreadable.append(p)
+            if p not in keep_rw and not _readable(p): unreadable.append(p)
     # never cover a system directory, or one that holds a scratch directory (the system would go with it)
     hidden = {p for p in hidden if p not in _SYSTEM_DIRS and not any(_under(s, p) for s in scratch)}
     # a folder on sys.path that holds a hidden one (a notebook's folder that is the home itself) is not shown
@@ -614,12 +623,15 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
     flags = _CLONE_NEWNS | _CLONE_NEWIPC | (0 if cfg["network"] else _CLONE_NEWNET)
     own_ns = libc.unshare(flags) == 0
     if not own_ns: status["errors"].append(f"unshare: {os.strerror(ctypes.get_errno())}")
+    else: _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)    # first: no mount of ours may propagate to the host
     if cfg["network"]: status["network"] = "allowed (network=True)"
     elif not own_ns: status["network"] = f"NOT isolated: no namespaces of its own ({status['errors'][-1]})"
     else:
         status["network"] = "own user + network namespace (loopback only)" if status.get("userns") else "own network namespace (loopback only)"
         try: _loopback_up()
         except OSError as e: status["network"] += f"; loopback is down ({e.strerror})"
+        try: _mount(libc, "sysfs", "/sys", "sysfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)   # its own /sys/class/net
+        except OSError as e: status["network"] += f"; /sys still lists the host's interfaces ({e.strerror})"
     if status.get("pidns"):
         status["pid"] = "own pid namespace, NOT its own /proc (other processes' command lines are readable)"
         if own_ns:
@@ -861,14 +873,17 @@ def _fresh_id() -> int:
     import random
     return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
 
-def _needed(extra: list[str]) -> list[str]:
-    """What the kernel needs to see at its own path: the interpreter, its packages, the directories on this process's
-    `sys.path` (a notebook's own folder among them) and on PYTHONPATH, LD_LIBRARY_PATH and PATH."""
+def _needed(extra: list[str]) -> tuple[list[str], list[str]]:
+    """(what the kernel needs to see at its own path, what of it is optional). Needed: the interpreter and its
+    packages. Optional: the directories on this process's `sys.path` (a notebook's own folder among them) and on
+    PYTHONPATH, LD_LIBRARY_PATH and PATH, and `extra`."""
     env_paths = [p for v in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
-    cand = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-            *site.getsitepackages(), *[p for p in sys.path if p], *env_paths, *extra}
-    if site.ENABLE_USER_SITE: cand.add(site.getusersitepackages())
-    return sorted(p for p in cand if p and os.path.isabs(p) and os.path.exists(p))
+    need = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+            *site.getsitepackages()}
+    if site.ENABLE_USER_SITE: need.add(site.getusersitepackages())
+    optional = {*[p for p in sys.path if p], *env_paths, *extra} - need
+    ok = lambda ps: sorted(p for p in ps if p and os.path.isabs(p) and os.path.exists(p))
+    return ok(need | optional), ok(optional)
 
 def _positive(name: str, value, allow_none: bool = False):
     if value is None and allow_none: return None
@@ -985,8 +1000,9 @@ class PythonSandbox:
         home = os.path.realpath(os.path.expanduser("~"))
         home = home if home not in ("/", "") and os.path.isdir(home) else None
         if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
-        plan = _mount_plan(home, _needed([_pkg_parent()]), [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
-                           self._uid is not None, self.gpus, os.environ)
+        need, optional = _needed([_pkg_parent()])
+        plan = _mount_plan(home, need, [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
+                           self._uid is not None, self.gpus, os.environ, optional)
         uid, stays_root = self._uid, ""
         if uid is not None and plan["unreadable"]:
             uid, stays_root = None, f"other users cannot read {', '.join(plan['unreadable'])}"

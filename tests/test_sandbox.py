@@ -164,11 +164,17 @@ def test_network_is_cut(sb):
     srv.bind(("127.0.0.1", 0)); srv.listen()
     port = srv.getsockname()[1]
     try:
-        code = (f"import socket\nfor addr in [('127.0.0.1', {port}), ('1.1.1.1', 80), ('8.8.8.8', 53)]:\n"
-                "    try: socket.create_connection(addr, timeout=2); print('connected', addr)\n"
-                "    except OSError as e: print('no', e.errno)")
+        # Nothing outside loopback is ever addressed: the host's 127.0.0.1 is out of reach, and the namespace's own
+        # facts say there is no way out at all (no interface but lo, no route).
+        code = (f"import socket\ntry: socket.create_connection(('127.0.0.1', {port}), timeout=2); print('connected')\n"
+                "except OSError as e: print('no', e.errno)\n"
+                "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]))\n"
+                "print(len(open('/proc/net/route').read().splitlines()) - 1, 'routes')")
         r = sb.run(code)
-        assert "connected" not in r.output and r.output.count("no") == 3, r.output
+        lines = r.output.splitlines()
+        assert len(lines) == 3 and lines[0].startswith("no ") and lines[1:] == ["['lo']", "0 routes"], r.output
+        srv.setblocking(False)
+        with pytest.raises(BlockingIOError): srv.accept()        # nothing reached the host's listener
         r = sb.run("import socket\ns = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
                    "c = socket.create_connection(s.getsockname()); print('own loopback works')")
         assert r.output == "own loopback works", r.output
@@ -367,13 +373,19 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     (home / ".netrc").write_text("machine example.com password hunter2")
     shutil.chown(home, "nobody"); shutil.chown(home / ".netrc", "nobody")
     script = where / "nonroot.py"
+    srv = socket.socket()                     # a listener on the host's loopback: the kernel must not reach it
+    srv.bind(("127.0.0.1", 0)); srv.listen()
+    net_code = (f"import socket\ntry: socket.create_connection(('127.0.0.1', {srv.getsockname()[1]}), timeout=2); print('connected')\n"
+                "except OSError as e: print(e.errno)\n"
+                "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]))\n"
+                "print(len(open('/proc/net/route').read().splitlines()) - 1)")
     script.write_text(
         "import json\nfrom cascade_lab.sandbox import PythonSandbox\n"
         "with PythonSandbox(memory_mb=768, max_processes=64, timeout=20) as sb:\n"
         "    out = {'isolation': vars(sb.isolation) | {'env_removed': list(sb.isolation.env_removed)},\n"
         "           'uid': sb.run('import os; print(os.getuid())').output,\n"
         "           'bomb': sb.run(\"x = b'x' * (2 << 30)\").error,\n"
-        "           'net': sb.run(\"import socket\\ntry: socket.create_connection(('1.1.1.1', 80), timeout=2)\\nexcept OSError as e: print(e.errno)\").output,\n"
+        f"           'net': sb.run({net_code!r}).output,\n"
         "           'flood': sb.run(\"import subprocess\\nps = []\\ntry:\\n    for i in range(500): ps.append(subprocess.Popen(['sleep', '30']))\\nexcept OSError: print(len(ps))\").output,\n"
         "           'after': sb.run('print(1)').output,\n"
         f"           'netrc': sb.run(\"import os; print(os.path.exists({str(home / '.netrc')!r}))\").output}}\n"
@@ -385,12 +397,14 @@ def test_non_root_user_gets_namespaces_and_rlimits():
         r = subprocess.run(["su", "nobody", "-s", "/bin/sh", "-c", f"cd /tmp && HOME={home} PYTHONPATH={pypath} {py} {script}"],
                            capture_output=True, text=True, timeout=240)
     finally:
+        srv.close()
         shutil.rmtree(where, ignore_errors=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     iso = out["isolation"]
     assert out["uid"] == "65534"
-    assert iso["network"] == "own user + network namespace (loopback only)" and out["net"] == "101"   # ENETUNREACH
+    assert iso["network"] == "own user + network namespace (loopback only)"
+    assert out["net"].splitlines() == ["111", "['lo']", "0"], out["net"]      # ECONNREFUSED: the host's listener is not there
     assert iso["memory"].startswith("rlimit RLIMIT_AS, 768 MB") and out["bomb"].startswith("MemoryError")
     assert iso["processes"].startswith("rlimit RLIMIT_NPROC") and int(out["flood"]) < 200
     assert out["after"] == "1"

@@ -5,7 +5,6 @@ Rules these tests keep: they run as root where the defence needs it (skipped wit
 target is a decoy made here (root-owned directories and files under a temporary directory), never a real system
 path; nothing is addressed outside 127.0.0.1; every test is bounded in time and size and cleans up after itself.
 """
-import base64
 import errno
 import json
 import os
@@ -166,14 +165,14 @@ def child_env() -> dict:
 
 
 def sandbox_tmp_entries() -> set[str]:
-    "Entries of the temporary directory that look like a sandbox's (run dirs, workdirs)."
-    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(("cl-sbx-", "cascade-sandbox-"))}
+    "Entries of the temporary directory that look like a sandbox's of this process (run dirs, workdirs)."
+    mine = (f"cl-sbx-{os.getpid()}-", f"cascade-sandbox-{os.getpid()}-")
+    return {n for n in os.listdir(tempfile.gettempdir()) if n.startswith(mine)}
 
 
 def remove_new_tmp_entries(before: set[str]) -> None:
-    "Clean up what a sandbox of this process left in the temporary directory (only names carrying our pid)."
+    "Clean up what a sandbox of this process left in the temporary directory."
     for n in sandbox_tmp_entries() - before:
-        if f"-{os.getpid()}-" not in n: continue
         p = os.path.join(tempfile.gettempdir(), n)
         if os.path.isdir(p) and not os.path.islink(p): shutil.rmtree(p, ignore_errors=True)
         else:
@@ -905,3 +904,29 @@ print(json.dumps(res))""")
         assert out["sys_class_net"] == ["lo"], f"/sys/class/net shows the host's interfaces: {out['sys_class_net']}"
     finally:
         srv.close()
+
+
+@needs_root
+@pytest.mark.timeout(90)
+def test_no_mount_of_the_kernel_reaches_the_host_when_mounts_are_shared():
+    """On systemd machines `/` is a shared mount, and a new mount namespace starts as its peer: a mount made there
+    before the tree is made private (the kernel's /proc, /sys, tmpfs) would appear on the host, a fresh /proc over
+    the host's among them. Run the sandbox in a mount namespace whose mounts are shared, and check that its mount
+    table, /proc and /sys are what they were."""
+    if not shutil.which("unshare"): pytest.skip("no unshare command")
+    script = ("import json, os\nfrom cascade_lab.sandbox import PythonSandbox\n"
+              "before = open('/proc/self/mountinfo').read()\n"
+              "with PythonSandbox() as s:\n"
+              "    r = s.run('print(6 * 7)')\n"
+              "    during = open('/proc/self/mountinfo').read()\n"
+              "    own_proc = open('/proc/self/stat').read().split()[0] == str(os.getpid())\n"
+              "    net = sorted(os.listdir('/sys/class/net'))\n"
+              "print(json.dumps({'out': r.output, 'same': before == during, 'own_proc': own_proc, 'net': net,\n"
+              "                  'new': sorted(set(during.splitlines()) - set(before.splitlines()))}))\n")
+    r = subprocess.run(["unshare", "-m", "--propagation", "shared", sys.executable, "-c", script], env=child_env(),
+                       capture_output=True, text=True, timeout=80)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    host_net = sorted(os.listdir("/sys/class/net"))
+    assert out["out"] == "42" and out["own_proc"] and out["net"] == host_net, out
+    assert out["same"], f"mounts of the kernel appeared on the host: {out['new']}"
