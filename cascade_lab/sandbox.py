@@ -383,22 +383,24 @@ def _private_view(libc, plan: dict, stage: str, disk_mb: int, owned: dict, drop:
     namespace, and no code of the model's runs yet). Returns what was done, by kind, for the isolation report.
     `owned`: {path: fd} of the writable directories to show (the sockets, a researcher's working directory), opened
     and checked by the caller; `drop`: whether the kernel gets a uid of its own (else what it could write in the
-    interpreter's and the packages' directories is made read-only). Every source is opened before anything is covered and bound from its descriptor
-    (`/proc/self/fd/N`), so no path is looked up twice."""
+    interpreter's and the packages' directories is made read-only). Every source is opened before anything is
+    covered and bound from its descriptor (`/proc/self/fd/N`), so no path is looked up twice."""
     done = {"scratch": [], "cover": [], "blank": [], "ro": [], "errors": []}
     _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)                  # nothing we mount leaks out
     os.makedirs(stage, mode=0o700, exist_ok=True)
     inodes = max(1024, int(disk_mb) * 64)
     _mount(libc, "tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,size={int(disk_mb)}m,nr_inodes={inodes}")
-    fds = {}
+    fds, opened = {}, []                 # {path: descriptor to bind from}; the descriptors opened here
+    def path_fd(p):
+        opened.append(os.open(p, os.O_PATH | os.O_CLOEXEC))
+        return opened[-1]
     try:
         for i, t in enumerate(plan["scratch"]):
             os.mkdir(f"{stage}/{i}"); os.chmod(f"{stage}/{i}", 0o1777)
-            fds[t] = os.open(f"{stage}/{i}", os.O_PATH)
+            fds[t] = path_fd(f"{stage}/{i}")
         os.close(os.open(f"{stage}/blank", os.O_WRONLY | os.O_CREAT, 0o000))
-        blank = os.open(f"{stage}/blank", os.O_PATH)
-        stage_fd = os.open(stage, os.O_PATH)
-        for p in plan["keep_ro"]: fds[p] = os.open(p, os.O_PATH)
+        blank, stage_fd = path_fd(f"{stage}/blank"), path_fd(stage)
+        for p in plan["keep_ro"]: fds[p] = path_fd(p)
         fds.update(owned)
         covered = []                       # scratch and covers, in the order they are mounted (outer first)
         for t in sorted(plan["scratch"] + plan["cover"], key=lambda p: p.count("/")):
@@ -430,8 +432,7 @@ def _private_view(libc, plan: dict, stage: str, disk_mb: int, owned: dict, drop:
             except OSError as e: done["errors"].append(str(e))
         libc.umount2(f"/proc/self/fd/{stage_fd}".encode(), _MNT_DETACH)     # the staging path goes; its binds stay
     finally:
-        for fd in {*fds.values(), *([blank] if "blank" in locals() else []), *([stage_fd] if "stage_fd" in locals() else [])}:
-            if fd not in owned.values(): os.close(fd)
+        for fd in opened: os.close(fd)
     return done
 
 # %% ../nbs/10_sandbox.ipynb #5b1e7c04
@@ -661,6 +662,7 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
         try: view = _private_view(libc, cfg["plan"], cfg["stage"], cfg["disk_mb"], owned, drop)
         except OSError as e: status["errors"].append(f"private file system view: {e}")
     status["view"] = view
+    if view: status["errors"] += view["errors"]
     # the working directory: on the private tmpfs, fresh at every start, or the researcher's own
     if cfg["workdir"]: workdir = cfg["workdir"]
     elif view and cfg["plan"]["tmp"] in view["scratch"]:
@@ -1081,6 +1083,7 @@ class PythonSandbox:
         env = {**base, **extra, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONUNBUFFERED": "1",
                "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
         if not self.gpus: env["CUDA_VISIBLE_DEVICES"] = ""              # the model's code must not starve the model
+        else: env.update({k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES") if k in os.environ})
         if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moves; user packages stay
         if os.getuid() == 0: env["USER"] = env["LOGNAME"] = "sandbox"             # the kernel runs as a uid of its own
         # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which

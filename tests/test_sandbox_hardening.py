@@ -930,3 +930,26 @@ def test_no_mount_of_the_kernel_reaches_the_host_when_mounts_are_shared():
     host_net = sorted(os.listdir("/sys/class/net"))
     assert out["out"] == "42" and out["own_proc"] and out["net"] == host_net, out
     assert out["same"], f"mounts of the kernel appeared on the host: {out['new']}"
+
+
+@needs_root
+@pytest.mark.timeout(60)
+def test_socket_directory_full_of_links(make_sb, tmp_root):
+    """Attack: the kernel's socket directory (on the host, owned by its uid while it runs) is the other place the
+    kernel can write that root touches again: fill it with links to a root-owned decoy, including one named like
+    the connection file root writes there at the next start, then die. Defence: the next start removes the links
+    without following them and writes its files without following any link; the decoy is untouched."""
+    d, f, content = make_decoy(tmp_root)
+    sb = make_sb()
+    code = ("import os, ipykernel\nk = os.path.dirname(ipykernel.get_connection_file())\n"
+            f"for name, target in [('evil', {str(d)!r}), ('evil-file', {str(f)!r})]: os.symlink(target, os.path.join(k, name))\n"
+            f"os.remove(os.path.join(k, 'kernel.json')); os.symlink({str(f)!r}, os.path.join(k, 'kernel.json'))\n"
+            f"os.remove(os.path.join(k, 'startup.py')); os.symlink({str(f)!r}, os.path.join(k, 'startup.py'))\n"
+            "print(sorted(os.listdir(k)))")
+    r = sb.run(code)
+    assert r.error is None and "evil" in r.output, r
+    r = sb.run("import os; os._exit(0)")
+    assert r.restarted, r
+    r = sb.run("print(6 * 7)")
+    assert (r.output, r.error) == ("42", None), r
+    assert_untouched(d, f, content)
