@@ -146,6 +146,10 @@ class _Cgroups:
             else: self.pids, self._pids_dir = f"{label}, {max_processes} tasks", d
         for d in [d for d in self.dirs if d not in used]: self._rmdir(d); self.dirs.remove(d)   # enforcing nothing
 
+    def why(self, ctrl: str) -> str:
+        "Why the `ctrl` controller is not in use."
+        return "; ".join(n for n in self.notes if f" {ctrl} " in n or f"'{ctrl}'" in n) or "unknown reason"
+
     @staticmethod
     def _set_cpu(version: int, d: str, cpus: float) -> None:
         period = 100_000                              # microseconds; the quota is cpus periods' worth of run time
@@ -688,6 +692,7 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
             status["user"] = f"uid {uid} of its own (no groups, no capabilities, no new privileges)"
         except OSError as e: status["user"] = f"NOT dropped: still root ({e})"
     status["keyring"] = _new_session_keyring(libc)
+    if cfg["nice"]: os.nice(19)                # no cpu cgroup: at least the researcher's processes come first
     libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
     os.write(report, json.dumps(status).encode()); os.close(report)
     env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}    # ipykernel would watch a pid of another namespace
@@ -1014,7 +1019,7 @@ class PythonSandbox:
         cfg = {"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "status_path": status_path,
                "startup": _KERNEL_STARTUP.replace("OUTPUT_CAP", str(max(100_000, 2 * self.max_output_chars + 2)))
                                          .replace("IMAGES_CAP", str(_IMAGES_CAP)).replace("IMAGE_CAP", str(_IMAGE_CAP)),
-               "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
+               "nice": self.cpus is not None and cg.cpu is None, "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
                "sockets": sockets, "run_dir": run_dir, "workdir": self._workdir_arg, "workdir_id": self._workdir_id,
                "workdir_owner": res.workdir_owner[3:] if res.workdir_owner else None}
         cfg_path = os.path.join(run_dir, "launch.json")
@@ -1034,7 +1039,8 @@ class PythonSandbox:
         if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not user.startswith("uid "):
             procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
         if self.cpus is None: cpu = "not limited (cpus=None)"
-        elif cg.cpu is None: cpu = f"NOT limited: no cpu cgroup ({'; '.join(cg.notes)})"
+        elif cg.cpu is None:
+            cpu = f"NOT limited: no cpu cgroup ({cg.why('cpu')}); it runs at the lowest priority (nice 19) instead"
         else: cpu = cg.cpu if cg._cpu_dir in joined else f"NOT limited: the kernel could not join its cgroup ({why})"
         missing = [p for p in plan["scratch"] if p not in view.get("scratch", [])]
         if not view: disk = f"NOT bounded: no private file system view ({why})"
@@ -1064,7 +1070,7 @@ class PythonSandbox:
         if self.memory_mb is None: memory = "not limited (memory_mb=None)"
         elif memory is None:
             rlimits["RLIMIT_AS"] = int(self.memory_mb) * 2**20
-            memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {'; '.join(cg.notes)})"
+            memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {cg.why('memory')})"
         if self.max_processes is None: procs = "not limited (max_processes=None)"
         elif procs is None:
             if os.getuid() == 0:        # binds once the kernel has dropped to its own uid, which nothing else uses

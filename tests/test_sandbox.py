@@ -387,7 +387,7 @@ def test_non_root_user_gets_namespaces_and_rlimits():
         "           'bomb': sb.run(\"x = b'x' * (2 << 30)\").error,\n"
         f"           'net': sb.run({net_code!r}).output,\n"
         "           'flood': sb.run(\"import subprocess\\nps = []\\ntry:\\n    for i in range(500): ps.append(subprocess.Popen(['sleep', '30']))\\nexcept OSError: print(len(ps))\").output,\n"
-        "           'after': sb.run('print(1)').output,\n"
+        "           'after': sb.run('print(1)').output, 'nice': sb.run('import os; print(os.nice(0))').output,\n"
         f"           'netrc': sb.run(\"import os; print(os.path.exists({str(home / '.netrc')!r}))\").output}}\n"
         "print(json.dumps(out))\n")
     os.chmod(where, 0o755); os.chmod(script, 0o644)
@@ -408,6 +408,7 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     assert iso["memory"].startswith("rlimit RLIMIT_AS, 768 MB") and out["bomb"].startswith("MemoryError")
     assert iso["processes"].startswith("rlimit RLIMIT_NPROC") and int(out["flood"]) < 200
     assert out["after"] == "1"
+    assert iso["cpu"].startswith("NOT limited") and "nice 19" in iso["cpu"] and out["nice"] == "19", (iso["cpu"], out["nice"])
     assert iso["home"].startswith("hidden") and str(home) in iso["home"] and out["netrc"] == "False", (iso["home"], out)
     assert iso["user"].startswith("this user (not root")
 
