@@ -108,6 +108,24 @@ def _read(path: str, default: str = "") -> str:
         with open(path) as f: return f.read()
     except OSError: return default
 
+def _remove_tree(path: str) -> None:
+    """Remove a directory tree that the kernel may have shaped (never following a link): first unmount a socket
+    tmpfs left in it, then `shutil.rmtree`, and `rm -rf` for what that cannot do (a tree deeper than Python's
+    recursion limit)."""
+    _unmount(os.path.join(path, "k"))
+    try: shutil.rmtree(path)
+    except FileNotFoundError: return
+    except (OSError, RecursionError):
+        import subprocess
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+def _unmount(path: str) -> None:
+    "Detach whatever is mounted on `path` (as root; a link is never followed); nothing when nothing is."
+    if os.getuid() != 0: return
+    try: ctypes.CDLL(None, use_errno=True).umount2(path.encode(), 2 | 8)     # MNT_DETACH | UMOUNT_NOFOLLOW
+    except OSError: pass
+
 # %% ../nbs/10_sandbox.ipynb #60266a55
 class _Cgroups:
     """The kernel's groups: `dirs` (paths to join), and what each controller enforces (`memory`, `pids`, `cpu`: text,
@@ -251,8 +269,8 @@ def _sweep_stale_dirs() -> None:
         try:
             st = os.lstat(d)
             if stat.S_ISLNK(st.st_mode) and (uid == 0 or st.st_uid == uid): os.unlink(d)
-            elif stat.S_ISDIR(st.st_mode) and (uid == 0 or st.st_uid == uid): shutil.rmtree(d, ignore_errors=True)
-        except OSError: pass
+            elif stat.S_ISDIR(st.st_mode) and (uid == 0 or st.st_uid == uid): _remove_tree(d)
+        except Exception: pass
 
 # %% ../nbs/10_sandbox.ipynb #51af8f60
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
@@ -300,6 +318,7 @@ _CREDENTIAL_VARS = ("HF_HOME", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE", "XDG_CO
                     "NETRC", "PIP_CONFIG_FILE", "GNUPGHOME", "PASSWORD_STORE_DIR", "SSH_AUTH_SOCK", "GIT_CONFIG_GLOBAL",
                     "NPM_CONFIG_USERCONFIG")
 _GPU_DEVICE_GLOBS = ("/dev/nvidia*",)
+_SECRET_DIRS = ("/run/secrets", "/var/run/secrets")      # where Docker and Kubernetes mount secrets
 _SYSTEM_DIRS = {"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/var", "/dev", "/proc",
                 "/sys", "/run", "/srv", "/boot", "/mnt", "/media", "/home", "/tmp"}
 
@@ -333,36 +352,33 @@ def _readable(p: str) -> bool:
 def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, environ: dict, optional=()) -> dict:
     """What the kernel's mount namespace hides and shows, as lists of real paths:
     `scratch`: the directories every user may write to, replaced by one private tmpfs of bounded size;
-    `cover`: directories replaced by an empty tmpfs (the home, credential stores the environment names, and, for a
-    kernel with a uid of its own, every private directory above something it needs);
+    `cover`: directories replaced by an empty tmpfs (the home, credential stores the environment names, well-known
+    secret mounts and, for a kernel with a uid of its own, every private directory above something it needs);
     `blank`: files replaced by an empty, unreadable file (credential files, GPU device nodes);
     `keep_ro` / `keep_rw`: what stays visible at its own path inside a cover, read-only or writable;
-    `unreadable`: kept paths the kernel's own uid could not read even so (it then stays root, and says why).
-    Paths in `optional` (folders on sys.path or PATH that the kernel can do without: a script's own private folder)
-    are left out instead when its uid could not read them."""
+    `unreadable`: needed paths the kernel's own uid could not read even so (it then stays root, and says why).
+    `optional` paths (folders on sys.path or PATH: a script's folder, the package's source) are shown only where
+    they are in sight anyway: never bound back from under a cover (a project folder's `.env` stays hidden)."""
     real = lambda p: os.path.realpath(p)
     optional = {real(p) for p in optional if p}
-    keep_ro = [real(p) for p in keep_ro if p and os.path.exists(p)]
-    if drop_uid: keep_ro = [p for p in keep_ro if p not in optional or _readable(p)]
-    keep_ro = _outermost(keep_ro)
+    wanted = sorted({real(p) for p in keep_ro if p and os.path.exists(p)})
     keep_rw = _outermost(real(p) for p in keep_rw if p and os.path.exists(p))
-    keep_ro = [p for p in keep_ro if not any(_under(p, q) for q in keep_rw)]
     scratch = _outermost(real(p) for p in _SCRATCH if os.path.isdir(p))
-    hidden = set()
+    hidden = {real(p) for p in _SECRET_DIRS if os.path.isdir(p)}
     if home: hidden.add(real(home))
     for v in _CREDENTIAL_VARS:
         for p in environ.get(v, "").split(os.pathsep):
             if p and os.path.isabs(p) and os.path.lexists(p): hidden.add(real(p))
-    unreadable = []
-    if drop_uid:
-        for p in keep_ro + keep_rw:
-            if (a := _closed_ancestor(p)) is not None: hidden.add(a)
-            if p not in keep_rw and not _readable(p): unreadable.append(p)
+    needed = [p for p in wanted if p not in optional]
+    if drop_uid: hidden |= {a for p in needed + keep_rw if (a := _closed_ancestor(p)) is not None}
     # never cover a system directory, or one that holds a scratch directory (the system would go with it)
     hidden = {p for p in hidden if p not in _SYSTEM_DIRS and not any(_under(s, p) for s in scratch)}
-    # a folder on sys.path that holds a hidden one (a notebook's folder that is the home itself) is not shown
-    # (and neither is one that holds a scratch directory: a script in /tmp puts /tmp on sys.path)
-    keep_ro = [p for p in keep_ro if not any(_under(h, p) for h in hidden) and not any(_under(s, p) for s in scratch)]
+    out_of_sight = lambda p: any(_under(p, h) for h in hidden | set(scratch))
+    keep = [p for p in wanted if p not in optional or not out_of_sight(p) and (not drop_uid or _readable(p))]
+    # a folder that holds a hidden or a scratch one (the home itself, or /tmp for a script in /tmp) is not shown
+    keep = [p for p in _outermost(keep) if not any(_under(h, p) for h in hidden | set(scratch))]
+    keep_ro = [p for p in keep if not any(_under(p, q) for q in keep_rw)]
+    unreadable = [p for p in keep_ro if drop_uid and not _readable(p)]
     cover = [p for p in _outermost(p for p in hidden if os.path.isdir(p)) if not any(_under(p, s) for s in scratch)]
     in_scratch = sorted(p for p in hidden if any(_under(p, s) for s in scratch))     # hidden by the private tmpfs
     blank = sorted(p for p in hidden if not os.path.isdir(p) and not any(_under(p, c) for c in cover + scratch))
@@ -529,22 +545,32 @@ def _open_dir(path: str, ident=None) -> int:
         raise OSError(errno.ESTALE, f"{path} is no longer the directory it was when the sandbox was made")
     return fd
 
-def _give_back(path: str, ident, kernel_uid: int, uid: int, gid: int) -> None:
+def _give_back(path: str, ident, kernel_uid: int, uid: int, gid: int, max_depth: int = 64) -> None:
     """Hand what the kernel's uid owns in a researcher's working directory back to its owner (root does this, after
-    the kernel is gone). The walk goes by descriptors and never follows a link (`os.fwalk`); only entries the
-    kernel's uid owns change hands (a link to a file elsewhere keeps that file's owner), never a set-id file."""
+    the kernel is gone). The walk goes by descriptors and never follows a link; only entries the kernel's uid owns
+    change hands (a link to a file elsewhere keeps that file's owner), never a set-id file. It is a loop, not a
+    recursion, and stops `max_depth` directories down (a tree made to be deep stays the kernel's below that)."""
     try: top = _open_dir(path, ident)
     except OSError: return
+    if os.fstat(top).st_uid == kernel_uid: os.fchown(top, uid, gid)
+    stack = [(top, os.scandir(top))]           # one open directory per level
     try:
-        if os.fstat(top).st_uid == kernel_uid: os.fchown(top, uid, gid)
-        for _, dirs, files, dfd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
-            for n in dirs + files:
-                try:
-                    st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
-                    if st.st_uid == kernel_uid and not st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                        os.chown(n, uid, gid, dir_fd=dfd, follow_symlinks=False)
-                except OSError: pass
-    finally: os.close(top)
+        while stack:
+            dfd, it = stack[-1]
+            e = next(it, None)
+            if e is None:
+                it.close(); os.close(dfd); stack.pop(); continue
+            try:
+                st = os.stat(e.name, dir_fd=dfd, follow_symlinks=False)
+                if st.st_uid == kernel_uid and not st.st_mode & (stat.S_ISUID | stat.S_ISGID):
+                    os.chown(e.name, uid, gid, dir_fd=dfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode) and len(stack) < max_depth:
+                    sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                    if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) != (st.st_dev, st.st_ino): os.close(sub); continue
+                    stack.append((sub, os.scandir(sub)))
+            except OSError: pass
+    finally:
+        for dfd, it in stack: it.close(); os.close(dfd)
 
 def _launch(argv: list[str]) -> None:
     """Entry point of the launched process, the kernel's supervisor (it stays outside the kernel's namespaces and
@@ -567,23 +593,41 @@ def _launch(argv: list[str]) -> None:
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
     r, w = os.pipe()
+    log_r, log_w = os.pipe()                    # the kernel's stdout and stderr: through us, cut at _LOG_CAP
     init = os.fork()
     if init == 0:
-        os.close(r)
+        os.close(r); os.close(log_r)
+        for fd in (1, 2): os.dup2(log_w, fd)
+        os.close(log_w)
         try: _init(cfg, connection_file, libc, status, report, w)
         except BaseException as e:
             print(f"cascade-lab sandbox: the kernel's setup failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         os._exit(70)
-    os.close(w); os.close(report)
-    _supervise(cfg, init, r)
+    os.close(w); os.close(report); os.close(log_w)
+    _supervise(cfg, init, r, log_r)
 
-def _supervise(cfg: dict, init: int, r: int) -> None:
-    "Wait for `init`; if our owner dies first, end the kernel and clean up after it. Exit as the kernel did."
-    owner = os.getppid()
+_LOG_CAP = 2**20      # bytes of the kernel's own stdout / stderr kept in kernel.log (the rest is read and dropped)
+
+def _supervise(cfg: dict, init: int, r: int, log_r: int) -> None:
+    """Wait for `init`, copying the kernel's stdout and stderr to the log (at most `_LOG_CAP` bytes: the kernel
+    must not fill the disk through it); if our owner dies first, end the kernel and clean up after it. Exit as
+    the kernel did."""
+    owner, logged = os.getppid(), 0
     def watch(pid):
         try: return os.pidfd_open(pid)
         except OSError: return None
-    fds = [fd for fd in (watch(owner), watch(init)) if fd is not None]
+    pidfds = [fd for fd in (watch(owner), watch(init)) if fd is not None]
+    def copy_log(timeout: float) -> bool:
+        "Copy what the kernel wrote (waiting at most `timeout`); False at the end of its output."
+        nonlocal logged
+        if not select.select([log_r], [], [], timeout)[0]: return True
+        data = os.read(log_r, 65536)
+        if data and logged < _LOG_CAP:
+            keep = data[:_LOG_CAP - logged]
+            logged += len(data)
+            os.write(1, keep + (b"\n[cascade-lab: the rest of the kernel's output is not logged]\n" if logged >= _LOG_CAP else b""))
+        return bool(data)
+    open_log = True
     while True:
         if os.waitpid(init, os.WNOHANG)[0]: break
         if os.getppid() != owner:             # the researcher's process is gone: nothing may outlive it
@@ -591,7 +635,10 @@ def _supervise(cfg: dict, init: int, r: int) -> None:
             except OSError: pass
             _clean_up_after_owner(cfg)
             os._exit(1)
-        select.select(fds, [], [], 1.0 if len(fds) == 2 else 0.2)
+        wait = 1.0 if len(pidfds) == 2 else 0.2
+        ready = select.select(pidfds + ([log_r] if open_log else []), [], [], wait)[0]
+        if open_log and log_r in ready: open_log = copy_log(0)
+    while open_log and copy_log(0.2): pass     # what init or the kernel wrote last (a failed set-up says why here)
     try: st = int(os.read(r, 32) or b"-1")
     except ValueError: st = -1
     if st >= 0 and os.WIFSIGNALED(st):          # die the way the kernel died, so the report can say why
@@ -610,9 +657,9 @@ def _clean_up_after_owner(cfg: dict) -> None:
             except OSError: pass
         time.sleep(0.02)
     for d in cfg["cgroups"]: _Cgroups._rmdir(d)
-    if cfg.get("workdir_owner"):
-        _give_back(cfg["workdir"], cfg["workdir_id"], cfg["uid"], *cfg["workdir_owner"])
-    shutil.rmtree(cfg["run_dir"], ignore_errors=True)
+    try:
+        if cfg.get("workdir_owner"): _give_back(cfg["workdir"], cfg["workdir_id"], cfg["uid"], *cfg["workdir_owner"])
+    finally: _remove_tree(cfg["run_dir"])
 
 # %% ../nbs/10_sandbox.ipynb #5b1e7c06
 def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: int) -> None:
@@ -674,7 +721,7 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
         os.mkdir(workdir, 0o700)
     else:                                      # no private view: a fresh directory in the run directory (root-owned)
         workdir = os.path.join(cfg["run_dir"], "work")
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove_tree(workdir)
         os.mkdir(workdir, 0o700)
     wfd = _open_dir(workdir)
     if drop and not cfg["workdir"]: os.fchown(wfd, uid, gid)
@@ -704,7 +751,8 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
     if kernel == 0:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.execve(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", os.path.join(cfg["sockets"], "kernel.json"),
+        safe = ["-P"] if sys.version_info >= (3, 11) else []     # a planted ipykernel_launcher.py in the workdir is not run
+        os.execve(sys.executable, [sys.executable, *safe, "-m", "ipykernel_launcher", "-f", os.path.join(cfg["sockets"], "kernel.json"),
                                    "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
                                    f"--IPKernelApp.exec_files={os.path.join(cfg['sockets'], 'startup.py')}"], env)
     while True:                                # reap everything; the kernel's end is ours (and, as pid 1, everyone's)
@@ -844,12 +892,14 @@ class _Resources:
         self.stop_kernel()
         if self.cgroups is not None: self.cgroups.remove(); self.cgroups = None
         if self.log is not None: self.log.close(); self.log = None
-        if self.workdir_owner is not None:        # a directory the researcher gave: what the kernel made there, back to its owner
-            _give_back(*self.workdir_owner)
+        try:
+            if self.workdir_owner is not None:    # a directory the researcher gave: what the kernel made there, back to its owner
+                _give_back(*self.workdir_owner)
+        finally:
             self.workdir_owner = None
-        if self.context is not None: self.context.destroy(linger=0); self.context = None
-        for d in self.dirs: shutil.rmtree(d, ignore_errors=True)
-        self.dirs = []
+            if self.context is not None: self.context.destroy(linger=0); self.context = None
+            for d in self.dirs: _remove_tree(d)
+            self.dirs = []
 
 # %% ../nbs/10_sandbox.ipynb #61564b6a
 def _kernel_manager(argv: list[str], ipc_path: str, context):
@@ -936,6 +986,7 @@ class PythonSandbox:
         self.start_seconds: float | None = None
         self.restarts = 0
         self._uid = None                # the kernel's own uid when we run as root (one per sandbox, kept across restarts)
+        self._plan = None               # (file-system plan, uid, why it stays root), made at the first start
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._lock = threading.RLock()
@@ -1001,18 +1052,25 @@ class PythonSandbox:
         status_path = os.path.join(run_dir, "status.json")
         sockets, stage = os.path.join(run_dir, "k"), os.path.join(run_dir, "fs")
         for d in (sockets, stage):                     # made fresh by root in its own directory: nothing of the last kernel's
-            shutil.rmtree(d, ignore_errors=True)
+            _unmount(d)
+            _remove_tree(d)
             os.mkdir(d, 0o700)
+        if os.getuid() == 0:                            # the one place on the host the kernel writes: small, and in memory
+            _mount(_libc(), "tmpfs", sockets, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=700,size=1m,nr_inodes=64")
+            _mount(_libc(), None, sockets, None, _MS_PRIVATE)             # seen nowhere else
         os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
-        home = os.path.realpath(os.path.expanduser("~"))
-        home = home if home not in ("/", "") and os.path.isdir(home) else None
-        if self._uid is None and os.getuid() == 0: self._uid = _fresh_id()
-        need, optional = _needed([_pkg_parent()])
-        plan = _mount_plan(home, need, [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
-                           self._uid is not None, self.gpus, os.environ, optional)
-        uid, stays_root = self._uid, ""
-        if uid is not None and plan["unreadable"]:
-            uid, stays_root = None, f"other users cannot read {', '.join(plan['unreadable'])}"
+        if self._plan is None:                          # once, before any code of the model's ran: its links cannot steer it
+            home = os.path.realpath(os.path.expanduser("~"))
+            home = home if home not in ("/", "") and os.path.isdir(home) else None
+            if os.getuid() == 0: self._uid = _fresh_id()
+            need, optional = _needed([_pkg_parent()])
+            plan = _mount_plan(home, need, [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
+                               self._uid is not None, self.gpus, os.environ, optional)
+            uid, stays_root = self._uid, ""
+            if uid is not None and plan["unreadable"]:
+                uid, stays_root = None, f"other users cannot read {', '.join(plan['unreadable'])}"
+            self._plan = plan, uid, stays_root
+        plan, uid, stays_root = self._plan
         if uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
             st = os.stat(self._workdir_arg)
             res.workdir_owner = (self._workdir_arg, self._workdir_id, uid, st.st_uid, st.st_gid)     # given back on close

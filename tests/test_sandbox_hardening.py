@@ -918,7 +918,8 @@ def test_no_mount_of_the_kernel_reaches_the_host_when_mounts_are_shared():
               "before = open('/proc/self/mountinfo').read()\n"
               "with PythonSandbox() as s:\n"
               "    r = s.run('print(6 * 7)')\n"
-              "    during = open('/proc/self/mountinfo').read()\n"
+              "    own = f' {s.run_dir}/k '     # the kernel's socket directory: a small tmpfs of the host's, by design\n"
+              "    during = ''.join(l for l in open('/proc/self/mountinfo').readlines() if own not in l)\n"
               "    own_proc = open('/proc/self/stat').read().split()[0] == str(os.getpid())\n"
               "    net = sorted(os.listdir('/sys/class/net'))\n"
               "print(json.dumps({'out': r.output, 'same': before == during, 'own_proc': own_proc, 'net': net,\n"
@@ -953,3 +954,98 @@ def test_socket_directory_full_of_links(make_sb, tmp_root):
     r = sb.run("print(6 * 7)")
     assert (r.output, r.error) == ("42", None), r
     assert_untouched(d, f, content)
+
+
+@needs_root
+@pytest.mark.timeout(90)
+def test_socket_directory_and_log_cannot_fill_the_host_disk(make_sb):
+    """Attack: the two host files the kernel can reach are its socket directory (it must create its sockets there)
+    and its log (its stdout and stderr): write 300 MB and 10,000 files to the first, 300 MB to the second.
+    Defence: the socket directory is a tmpfs of 1 MB and 64 inodes; the log is copied by the supervisor and cut
+    at 1 MB. The session keeps working."""
+    sb = make_sb(timeout=60)
+    r = sb.run("import os, ipykernel\nk = os.path.dirname(ipykernel.get_connection_file())\n"
+               "try:\n    with open(os.path.join(k, 'fill'), 'wb', buffering=0) as f:\n"
+               "        for _ in range(300): f.write(b'x' * 2**20)\nexcept OSError as e: print('bytes', e.errno)\n"
+               "os.remove(os.path.join(k, 'fill'))\n"
+               "try:\n    for i in range(10_000): open(os.path.join(k, f'f{i}'), 'w').close()\nexcept OSError as e: print('files', i, e.errno)\n"
+               "for n in os.listdir(k):\n    if n.startswith('f') and n[1:].isdigit(): os.remove(os.path.join(k, n))\n"
+               "import sys\nlog_fds = [s._original_stdstream_copy for s in (sys.stdout, sys.stderr)\n"
+               "           if getattr(s, '_original_stdstream_copy', None) is not None]   # ipykernel's copies of fds 1, 2\n"
+               "print('log fds', len(log_fds))\n"
+               "for fd in log_fds:\n    for _ in range(150): os.write(fd, b'y' * 2**20)\n")
+    assert "bytes 28" in r.output and "files" in r.output and "log fds 2" in r.output, r            # ENOSPC
+    assert int(r.output.split("files ")[1].split()[0]) < 64, r.output
+    time.sleep(0.5)
+    assert os.path.getsize(os.path.join(sb.run_dir, "kernel.log")) < 2 * 2**20
+    assert sb.run("print(6 * 7)").output == "42"
+
+
+@needs_root
+@pytest.mark.timeout(90)
+def test_deep_trees_do_not_break_restart_close_or_later_sandboxes(make_sb, tmp_path):
+    """Attack: a directory tree 3000 levels deep (past Python's recursion limit) in the socket directory and in a
+    given working directory, then die: root removes or walks both. Defence: the restart works, close() returns
+    without an error, the run directory is gone, the workdir is given back down to its walk's depth limit."""
+    work = tmp_path / "w"
+    work.mkdir()
+    os.chown(work, OTHER_UID, OTHER_UID)
+    sb = make_sb(workdir=work)
+    deep = ("import os\ndef deep(start):\n    fd = os.open(start, os.O_RDONLY)\n    for i in range(3000):\n"
+            "        os.mkdir('d', dir_fd=fd); n = os.open('d', os.O_RDONLY, dir_fd=fd); os.close(fd); fd = n\n    os.close(fd)\n")
+    r = sb.run(deep + "import ipykernel\ntry: deep(os.path.dirname(ipykernel.get_connection_file()))\n"
+               "except OSError as e: print('socket dir refused', e.errno)\ndeep('.')\nprint('ok')")
+    assert r.output.endswith("ok"), r
+    r = sb.run("import os; os._exit(0)")
+    assert r.restarted, r
+    assert sb.run("print(6 * 7)").output == "42"
+    run_dir = sb.run_dir
+    sb.close()
+    assert not os.path.exists(run_dir)
+    assert work.stat().st_uid == OTHER_UID and (work / "d").stat().st_uid == OTHER_UID
+    import subprocess as sp
+    sp.run(["rm", "-rf", str(work / "d")], check=True)
+
+
+@needs_root
+@pytest.mark.timeout(90)
+def test_links_in_a_given_workdir_cannot_steer_what_is_bound_back(make_sb, tmp_path, monkeypatch):
+    """Attack: a folder of the researcher's working directory is on sys.path (a project's src/); the kernel,
+    which owns that directory, replaces the folder with a link to a hidden directory (a credential store under
+    the home) and dies, hoping root resolves the link at the restart and binds the target back. Defence: what
+    is shown is decided once, at the first start; the target stays hidden."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    secret = Path(tempfile.mkdtemp(prefix=".cascade-hidden-", dir=home))
+    (secret / "token").write_text("hf_decoy_secret")
+    os.chmod(secret, 0o755); os.chmod(secret / "token", 0o644)
+    work = tmp_path / "w"
+    (work / "lib").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(work / "lib"))
+    try:
+        sb = make_sb(workdir=work)
+        probe = f"import os\ntry: print(open({str(secret / 'token')!r}).read())\nexcept OSError as e: print(type(e).__name__)"
+        assert sb.run(probe).output == "FileNotFoundError"
+        r = sb.run(f"import os; os.rename('lib', 'lib0'); os.symlink({str(secret)!r}, 'lib'); os._exit(0)")
+        assert r.restarted, r
+        assert sb.run(probe).output == "FileNotFoundError"
+    finally:
+        shutil.rmtree(secret, ignore_errors=True)
+
+
+@needs_root
+@pytest.mark.timeout(60)
+def test_a_project_folder_on_sys_path_under_the_home_is_not_bound_back(make_sb, monkeypatch):
+    """A researcher's script or notebook folder under the home is on sys.path, with a `.env` beside the code. The
+    kernel needs nothing from it: it stays under the home's cover."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    proj = Path(tempfile.mkdtemp(prefix="cascade-proj-", dir=home))
+    (proj / ".env").write_text("OPENAI_API_KEY=sk-decoy")
+    os.chmod(proj, 0o755); os.chmod(proj / ".env", 0o644)
+    monkeypatch.syspath_prepend(str(proj))
+    try:
+        sb = make_sb()
+        r = sb.run(f"import os\ntry: print(open({str(proj / '.env')!r}).read())\nexcept OSError as e: print(type(e).__name__)")
+        assert r.output == "FileNotFoundError", r
+        assert str(proj) not in sb.isolation.home
+    finally:
+        shutil.rmtree(proj, ignore_errors=True)
