@@ -1347,6 +1347,7 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
             if ename == "SystemExit" and evalue in ("", "0", "None"): continue  # sys.exit(0): a normal end
             r.out.add(format_traceback(c.get("traceback", []), ename, evalue) + "\n")
             r.error = _clean(f"{ename}: {evalue}".rstrip(": "))
+            if len(r.error) > 500: r.error = r.error[:500] + "..."        # a short description; the output has the rest
         elif kind == "status" and c.get("execution_state") == "idle":
             if not r.timed_out: self._drain_reply(msg_id)
             return r
