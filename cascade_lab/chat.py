@@ -108,7 +108,7 @@ PYTHON_TOOL = {
     },
 }
 
-# The instruction the seed card puts before a math problem (tool or no tool).
+# The instruction the model card puts before a math problem (tool or no tool).
 MATH_INSTRUCTION = "Solve the following math problem. Put your answer inside \\boxed{}.\n\n"
 
 # %% ../nbs/00_chat.ipynb #3a6ef7bb

@@ -35,11 +35,11 @@ def _section(title: str, body: str, out):
     print(body, file=out)
 
 def format_demo(out=None) -> int:
-    "Show the conversation format on the seed card's examples."
+    "Show the conversation format on the model card's examples."
     out = out or sys.stdout
     print(f"cascade-lab {__version__}: the exact conversation format of Nemotron-Cascade-2-30B-A3B.", file=out)
     single = [{"role": "system", "content": CARD_SYSTEM}, {"role": "user", "content": "calculate 1+1?"}]
-    _section("thinking-mode prompt (seed card, single turn)", repr(render_chat(single, add_generation_prompt=True)), out)
+    _section("thinking-mode prompt (model card, single turn)", repr(render_chat(single, add_generation_prompt=True)), out)
     _section("instruct-mode prompt", repr(render_chat(single, add_generation_prompt=True, enable_thinking=False)), out)
     multi = single + [{"role": "assistant", "reasoning_content": "1+1 is 2.", "content": "**Result**: 2"},
                       {"role": "user", "content": "what about 2+2"}]
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the thinking, the tool call, its output and the answer are shown.")
     d.add_argument("--question", help="your own word problem (default: one from the held-out set)")
     d.add_argument("--seed", type=int, default=7, help="which held-out problem (default 7)")
-    sub.add_parser("format", help="show the conversation format on the seed card's examples",
+    sub.add_parser("format", help="show the conversation format on the model card's examples",
                    description="Show the exact conversation format on the seed model card's examples.")
     t = sub.add_parser("train-demo", help="train the demo model from scratch (about 30 minutes on 2 CPU cores)",
                        description="Train the demo model with the repo's recipe and write it to --out.")

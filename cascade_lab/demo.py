@@ -221,7 +221,7 @@ def make_problems(n: int, seed: int) -> list[dict]:
     return [{"question": p.question, "answer": str(p.answer)} for p in (make_problem(rng) for _ in range(n))]
 
 # %% ../nbs/05_demo.ipynb #c03b29ea
-TIR_INSTRUCTION = MATH_INSTRUCTION      # the seed card's instruction (`chat.MATH_INSTRUCTION`)
+TIR_INSTRUCTION = MATH_INSTRUCTION      # the model card's instruction (`chat.MATH_INSTRUCTION`)
 
 def _steps(formula: str, values: dict) -> list[str]:
     "The formula worked out one operation at a time: ['23 + 17 = 40', '40 - 8 = 32']."
@@ -525,7 +525,7 @@ def model_card(config: dict, training: dict, evaluation: dict | None) -> str:
              f"(intermediate {config.get('moe_shared_expert_intermediate_size')}).", "",
              "## Data", "",
              "Multi-step integer arithmetic word problems (`make_problems`, ten story templates in varied wording), "
-             "rendered with `render_chat` in the real format: tool-integrated reasoning with the seed card's "
+             "rendered with `render_chat` in the real format: tool-integrated reasoning with the model card's "
              "`stateful_python_code_exec` prompt (about half), thinking mode, instruct mode, and two-problem chats. "
              f"Training seed {SEEDS['train']}, evaluation seed {SEEDS['eval']} (disjoint).", "",
              "## Recipe", "",

@@ -9,8 +9,8 @@
 # script fits in one 600-s device command; the steps' limits shrink when time runs short):
 #   0. Python: the repo's .venv holds a CPU build of torch, and the GPU machine reaches no package registry,
 #      so nothing can be installed there and no fresh venv can be filled. The script therefore uses the
-#      first Python whose torch sees CUDA: $GPU_PYTHON, then /opt/torch/.venv/bin/python3 (this workplace's
-#      CUDA image: torch, triton, transformers, pytest, hypothesis), then python3. It never uses the repo's
+#      first Python whose torch sees CUDA: $GPU_PYTHON, then /opt/torch/.venv/bin/python3 (the GPU
+#      machine's CUDA image: torch, triton, transformers, pytest, hypothesis), then python3. It never uses the repo's
 #      .venv. When no such Python exists it STOPS with a message and exit status 3.
 #      Wheels carried in .whl/ (see kernels/README.md: e.g. the transformers version the project pins,
 #      or nbdev + execnb) are installed to /tmp/site first and put ahead of the image's packages.
@@ -22,10 +22,10 @@
 #   4. kernels/tune_moe.py --budget-s 240 (less when the budget is short): writes the tuned table to
 #      cascade_lab/kernels/configs/E=128,N=1856,device_name=<GPU>.json.
 #   5. kernels/bench_moe.py --results $OUT/RESULTS.md: kernel table, goals, whole-model decode figure.
-#   6. Copies the tuned JSON to $OUT/configs/ under a safe name (the device tool brings back only files
+#   6. Copies the tuned JSON to $OUT/configs/ under a safe name (the GPU runner brings back only files
 #      named in letters, digits, '.', '_' and '-'; the real name is in summary.txt) and writes the summary.
 # $OUT receives at most 4 files: gpu_check.log (all output), summary.txt, RESULTS.md, configs/<one>.json
-# (the device tool brings back at most 8). To publish: copy $OUT/RESULTS.md to kernels/RESULTS.md and the
+# (the GPU runner brings back at most 8). To publish: copy $OUT/RESULTS.md to kernels/RESULTS.md and the
 # JSON, renamed back to its real name, to cascade_lab/kernels/configs/.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2

@@ -33,7 +33,7 @@ def test_format_shows_the_format_and_round_trips():
     r = run("format")
     assert r.returncode == 0, r.stderr
     out = r.stdout
-    # both generation prompts of the seed card, the tool prompt, the parsed call and the round trip
+    # both generation prompts of the model card, the tool prompt, the parsed call and the round trip
     assert "<|im_start|>assistant\\n<think>\\n'" in out and "<|im_start|>assistant\\n<think></think>'" in out
     assert "<name>stateful_python_code_exec</name>" in out
     assert "tool call         : stateful_python_code_exec(code=" in out

@@ -52,7 +52,7 @@ def test_kinds_and_tir_format():
     tir = next(c for c in convs if c.kind == "tir")
     text = training_examples(tir)[0].text
     assert TIR_INSTRUCTION in text and "<function=stateful_python_code_exec>" in text and "<tool_response>" in text
-    assert render_chat([], [PYTHON_TOOL]) in text      # the seed card's tool system prompt
+    assert render_chat([], [PYTHON_TOOL]) in text      # the model card's tool system prompt
 
 
 @pytest.fixture(scope="module")
