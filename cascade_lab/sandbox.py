@@ -931,14 +931,17 @@ def _fresh_id() -> int:
     return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
 
 def _needed(extra: list[str]) -> tuple[list[str], list[str]]:
-    """(what the kernel needs to see at its own path, what of it is optional). Needed: the interpreter and its
-    packages. Optional: the directories on this process's `sys.path` (a notebook's own folder among them) and on
-    PYTHONPATH, LD_LIBRARY_PATH and PATH, and `extra`."""
-    env_paths = [p for v in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
-    need = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
+    """(what the kernel needs to see at its own path, what of it is optional). Needed: the interpreter, its packages
+    and every folder on this process's `sys.path` but the first (what `.pth` files and PYTHONPATH add: imports
+    may need them). Optional: `sys.path[0]`, the script's or notebook's own folder (a project folder, with its
+    `.env`), the folders on PATH and LD_LIBRARY_PATH, and `extra`."""
+    env_paths = [p for v in ("LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
+    core = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
             *site.getsitepackages()}
-    if site.ENABLE_USER_SITE: need.add(site.getusersitepackages())
-    optional = {*[p for p in sys.path if p], *env_paths, *extra} - need
+    if site.ENABLE_USER_SITE: core.add(site.getusersitepackages())
+    first = sys.path[0] if sys.path and sys.path[0] else os.getcwd()
+    optional = {first, *env_paths, *extra} - core
+    need = core | ({p for p in sys.path[1:] if p} - optional)
     ok = lambda ps: sorted(p for p in ps if p and os.path.isabs(p) and os.path.exists(p))
     return ok(need | optional), ok(optional)
 
