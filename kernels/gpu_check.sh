@@ -1,19 +1,18 @@
 #!/usr/bin/env bash
 # The ONE prepared GPU check of the MoE kernels. Run it from anywhere in the repo on a machine with an
-# NVIDIA GPU (made for a lent H200 with no network):
+# NVIDIA GPU (no network needed; what the machine needs, packages and versions: kernels/README.md):
 #
 #   bash kernels/gpu_check.sh                      # everything lands in ${OUT:-/tmp/gpu_out}
 #   GPU_CHECK_BUDGET_S=570 OUT=/somewhere bash kernels/gpu_check.sh
 #
 # Steps, each under `timeout` and all inside one budget (GPU_CHECK_BUDGET_S, default 570 s, so the whole
-# script fits in one 600-s device command; the steps' limits shrink when time runs short):
-#   0. Python: the repo's .venv holds a CPU build of torch, and the GPU machine reaches no package registry,
-#      so nothing can be installed there and no fresh venv can be filled. The script therefore uses the
-#      first Python whose torch sees CUDA: $GPU_PYTHON, then /opt/torch/.venv/bin/python3 (the GPU
-#      machine's CUDA image: torch, triton, transformers, pytest, hypothesis), then python3. It never uses the repo's
-#      .venv. When no such Python exists it STOPS with a message and exit status 3.
-#      Wheels carried in .whl/ (see kernels/README.md: e.g. the transformers version the project pins,
-#      or nbdev + execnb) are installed to /tmp/site first and put ahead of the image's packages.
+# script fits in ten minutes; the steps' limits shrink when time runs short):
+#   0. Python: the script installs nothing from the network (the machine may have none) and never uses the
+#      repo's .venv (on a machine without a GPU `make` fills it with a CPU build of torch). It uses the
+#      first Python whose torch sees CUDA: $GPU_PYTHON, then /opt/torch/.venv/bin/python3 (where some CUDA
+#      images keep theirs), then python3. When no such Python exists it STOPS with a message and exit
+#      status 3. Wheels put in .whl/ (see kernels/README.md: e.g. the transformers version the project pins,
+#      or nbdev + execnb) are installed to /tmp/site first and put ahead of that Python's packages.
 #   1. The repo is made importable: `pip install -e . --no-deps --no-build-isolation` into that Python when
 #      it works (it may not: no network, old setuptools), and PYTHONPATH=<repo> in any case.
 #   2. nbdev-test --flags gpu over the notebooks that have `#| gpu` cells (skipped, with a note, when there are
@@ -22,11 +21,11 @@
 #   4. kernels/tune_moe.py --budget-s 240 (less when the budget is short): writes the tuned table to
 #      cascade_lab/kernels/configs/E=128,N=1856,device_name=<GPU>.json.
 #   5. kernels/bench_moe.py --results $OUT/RESULTS.md: kernel table, goals, whole-model decode figure.
-#   6. Copies the tuned JSON to $OUT/configs/ under a safe name (the GPU runner brings back only files
-#      named in letters, digits, '.', '_' and '-'; the real name is in summary.txt) and writes the summary.
-# $OUT receives at most 4 files: gpu_check.log (all output), summary.txt, RESULTS.md, configs/<one>.json
-# (the GPU runner brings back at most 8). To publish: copy $OUT/RESULTS.md to kernels/RESULTS.md and the
-# JSON, renamed back to its real name, to cascade_lab/kernels/configs/.
+#   6. Copies the tuned JSON to $OUT/configs/ under a safe name (letters, digits, '.', '_' and '-' only, so
+#      that any copying tool takes it; the real name is in summary.txt) and writes the summary.
+# $OUT receives at most 4 files: gpu_check.log (all output), summary.txt, RESULTS.md, configs/<one>.json.
+# To publish: copy $OUT/RESULTS.md to kernels/RESULTS.md and the JSON, renamed back to its real name, to
+# cascade_lab/kernels/configs/.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
@@ -147,7 +146,7 @@ record "versions" "$(grep -m1 '^python ' "$LOG")"
 
 # ---- 2. notebooks -----------------------------------------------------------------------------------
 # only the notebooks that have `#| gpu` cells: the others ran in CI already, and some need packages
-# (jupyter_client, math-verify) that the GPU image may lack
+# (jupyter_client, math-verify) that the GPU machine's Python may lack
 GPU_NBS=$(grep -l '"#| *gpu' nbs/*.ipynb 2>/dev/null | xargs -r -n1 basename | sed 's/\.ipynb$//' | paste -sd'|' -)
 if [[ -z $GPU_NBS ]]; then
   record "nbdev-test --flags gpu" "SKIPPED: no notebook has #| gpu cells"

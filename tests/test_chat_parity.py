@@ -1,8 +1,10 @@
-"""Byte-for-byte parity of `render_chat` with the official Nemotron-3-Nano chat template.
+"""Byte-for-byte parity of `render_chat` with the official Nemotron-3-Nano chat template (which Cascade-2 keeps).
 
-The official template (in ../shared/reference/, never copied into this repo) is the oracle: we render
-it with transformers' own `render_jinja_template`, exactly as `apply_chat_template` would, and demand
-identical strings. A one-byte difference in the prompt is a different experiment (see FORMAT.md).
+The official template is the oracle, an optional one: it is never copied into this repository, and
+`reference_oracle.find_reference` (tests/reference_oracle.py) finds it, in a reference folder or in the local
+Hugging Face cache, or says why not, and then the parity tests skip with that reason. We render it with
+transformers' own `render_jinja_template`, exactly as `apply_chat_template` would, and demand identical strings:
+a one-byte difference in the prompt is a different experiment (the format's rules: nbs/00_chat.ipynb).
 The error-contract tests at the end need no template and always run.
 """
 from __future__ import annotations
@@ -11,7 +13,6 @@ import itertools
 import json
 import os
 import re
-from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -20,12 +21,13 @@ from hypothesis import strategies as st
 
 from cascade_lab.chat import PYTHON_TOOL, render_chat
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "shared/reference/nemotron-3-nano.chat_template.jinja"
-TEMPLATE = TEMPLATE_PATH.read_text() if TEMPLATE_PATH.is_file() else None
+from reference_oracle import find_reference
+
+REFERENCE = find_reference("chat_template")   # the official template, or why it is not at hand
+TEMPLATE = REFERENCE.text
 
 # Applied to every test that needs the oracle; the error-contract tests don't, so they stay unmarked.
-needs_template = pytest.mark.skipif(
-    TEMPLATE is None, reason=f"official chat template not found at {TEMPLATE_PATH} (the shared/ reference checkout)")
+needs_template = pytest.mark.skipif(TEMPLATE is None, reason=REFERENCE.reason)
 
 # every combination of the three keyword options (all cheap: a render takes about a millisecond)
 OPTION_SETS = [dict(add_generation_prompt=g, enable_thinking=t, truncate_history_thinking=h)
@@ -47,7 +49,7 @@ def oracle(messages, tools=None, *, add_generation_prompt=False, enable_thinking
 
 
 # ---------------------------------------------------------------------------------------------------
-# Hand-written tools: every rule of FORMAT.md section 2.
+# Hand-written tools: every part of the format's rule 2 (the tools section; nbs/00_chat.ipynb).
 
 WEATHER = {  # the common OpenAI shape
     "type": "function",
@@ -122,7 +124,7 @@ ALL_TOOLS = [WEATHER, BARE, TYPE_LIST, UNICODE_ENUM, EXTRA_KEYS, NO_PROPERTIES, 
 
 
 # ---------------------------------------------------------------------------------------------------
-# Hand-written conversations: every rule of FORMAT.md section 1 and 3-5.
+# Hand-written conversations: every part of the format's rules 1 and 3-5 (nbs/00_chat.ipynb).
 
 def U(c): return {"role": "user", "content": c}
 def A(c=None, **kw): return {"role": "assistant", "content": c, **kw}

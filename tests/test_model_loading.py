@@ -1,5 +1,6 @@
 """`cascade_lab.model.load_model` on a tiny NemotronH checkpoint written in the real Hugging Face layout, and
-every refusal it makes, each checked on its message. CPU only, no network."""
+every refusal it makes, each checked on its message. CPU only, no network. The published config.json is an
+optional oracle (found by tests/reference_oracle.py): the test that needs it skips, with the reason, when it is not at hand."""
 import fnmatch
 import os
 import subprocess
@@ -19,6 +20,7 @@ from transformers import NemotronHConfig, NemotronHForCausalLM, PreTrainedTokeni
 import cascade_lab.model as cm
 from cascade_lab.model import (HUB_ID, CheckpointNotFoundError, CorruptCheckpointError, InsufficientMemoryError,
                                ModelLoadError, estimate_memory, inspect_checkpoint, load_model)
+from reference_oracle import find_reference
 
 TINY = dict(vocab_size=300, hidden_size=64, hybrid_override_pattern="MEM*E", num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, intermediate_size=32, moe_intermediate_size=32,
@@ -154,6 +156,20 @@ def test_estimate_counts_the_headers(ckpt):
     assert bf16.fp32_params == router and bf16.weights_bytes == (est.params - router) * 2 + router * 4
     assert bf16.total_bytes == bf16.weights_bytes + 2_000_000_000
     assert estimate_memory(path / "config.json", "fp32", 0).params == est.params  # the config alone agrees
+
+
+OFFICIAL_CONFIG = find_reference("config")   # optional oracle: the published config.json, or why it is not here
+
+
+@pytest.mark.skipif(not OFFICIAL_CONFIG, reason=OFFICIAL_CONFIG.reason)
+def test_estimate_of_the_official_config():
+    "The published config gives the model card's size: 31.58 B parameters, 63.2 GB of weights in bfloat16."
+    config = OFFICIAL_CONFIG.json()
+    assert config["model_type"] == "nemotron_h" and config["n_routed_experts"] == 128
+    assert config["num_experts_per_tok"] == 6 and config["hidden_size"] == 2688
+    est = estimate_memory(config, "bf16", cache_budget_gb=0)
+    assert est.params == 31_577_940_288, est
+    assert round(est.weights_gb, 1) == 63.2 and est.fp32_params == 23 * (128 * 2688 + 128), est
 
 
 def test_hub_id_from_the_local_cache(ckpt, tmp_path, monkeypatch):
