@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .chat import (THINK_OPEN, THINK_CLOSE, TOOL_CALL_OPEN, TOOL_CALL_CLOSE, tool_schemas)
 
 # %% auto #0
-__all__ = ['Span', 'Parameter', 'ToolCall', 'AssistantTurn', 'convert_value', 'ReasoningDelta', 'ThinkingFinished',
-           'ContentDelta', 'ToolCallStarted', 'ToolCallParameter', 'ToolCallFinished', 'StreamParser', 'parse_output']
+__all__ = ['Span', 'TYPE_ORDER', 'Parameter', 'ToolCall', 'AssistantTurn', 'schema_types', 'convert_value', 'ReasoningDelta',
+           'ThinkingFinished', 'ContentDelta', 'ToolCallStarted', 'ToolCallParameter', 'ToolCallFinished',
+           'StreamParser', 'parse_output']
 
 # %% ../nbs/01_parse.ipynb #fb75b4d8
 Span = tuple[int, int]
@@ -58,7 +60,8 @@ class AssistantTurn:
 
     def to_message(self) -> dict:
         """The assistant message (`reasoning_content`, `tool_calls`) that `render_chat` renders back to this text.
-        A call that could not be read (no function name) is kept as its raw text at the end of the content."""
+        A call that could not be read (no function name, or a malformed tag: its `name` is "") is never made a
+        tool call: its raw text is kept at the end of the content."""
         good = [c for c in self.tool_calls if c.name]
         content = "\n".join([self.content] + [c.raw.strip() for c in self.tool_calls if not c.name]).strip()
         m = {"role": "assistant", "content": content}
@@ -66,9 +69,26 @@ class AssistantTurn:
         if good: m["tool_calls"] = [c.to_dict() for c in good]
         return m
 
-# %% ../nbs/01_parse.ipynb #71404851
+# %% ../nbs/01_parse.ipynb #10a118d1
 _TYPE_ALIASES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "dict": "object", "list": "array"}
+# the order the alternatives are tried in: most specific first, so a string (which anything is) comes last
+TYPE_ORDER = ("null", "boolean", "integer", "number", "object", "array", "string")
 
+def schema_types(schema) -> list[str]:
+    """The JSON types a parameter schema allows, in `TYPE_ORDER`. `type` (a name or a list), the alternatives
+    of `anyOf`/`oneOf`/`allOf` (nested to any depth) and `nullable: true` all count; a schema (or an
+    alternative) that names no type we can decode, such as `{}` or a `$ref`, allows any text ("string")."""
+    if not isinstance(schema, dict): return ["string"]
+    t = schema.get("type")
+    found = [t] if isinstance(t, str) else [x for x in t if isinstance(x, str)] if isinstance(t, (list, tuple)) else []
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), (list, tuple)): found += [x for alt in schema[key] for x in schema_types(alt)]
+    found = [_TYPE_ALIASES.get(x, x) for x in found]
+    found = [x if x in TYPE_ORDER else "string" for x in found] or ["string"]
+    if schema.get("nullable") is True: found.append("null")
+    return sorted(set(found), key=TYPE_ORDER.index)
+
+# %% ../nbs/01_parse.ipynb #71404851
 def _decode(text: str, t: str):
     "Decode `text` as JSON type `t`; raise ValueError when it is not one."
     s = text.strip()
@@ -88,25 +108,29 @@ def _decode(text: str, t: str):
     raise ValueError
 
 def convert_value(text: str, schema: dict | None) -> tuple[Any, str | None]:
-    "`(value, problem)`: `text` decoded to the schema's type, or `(text, why)` when it does not decode."
-    types = (schema or {}).get("type", "string")
-    types = [types] if isinstance(types, str) else list(types) if isinstance(types, (list, tuple)) else ["string"]
+    "`(value, problem)`: `text` decoded as the first of the schema's types it parses as, or `(text, why)` when none."
+    types = schema_types(schema if schema is not None else {"type": "string"})
     for t in types:
-        t = _TYPE_ALIASES.get(t, t)
-        if t == "string" or t not in ("boolean", "null", "integer", "number", "object", "array"): return text, None
+        if t == "string": return text, None
         try: return _decode(text, t), None
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError): continue
-    return text, f"expected {' or '.join(map(str, types))}, kept the text {text[:40]!r}"
+    return text, f"expected {' or '.join(types)}, kept the text {text[:40]!r}"
 
 # %% ../nbs/01_parse.ipynb #a704b7c3
 _FN, _PARAM, _PARAM_CLOSE, _FN_CLOSE = "<function=", "<parameter=", "</parameter>", "</function>"
+_NEXT = (_PARAM, _FN_CLOSE, TOOL_CALL_CLOSE)    # the tags that may follow a value (and a parameter)
+_NAME = re.compile(r"[^>\n\r<]*")               # a name runs to its '>', or stops at a line end or '<'
+_SPACE = re.compile(r"\s*")
+_CALL_END = re.compile(r"</function>\s*</tool_call>")   # where a call ends; no value runs past it
 
 @dataclass
 class _Scan:
-    name: str | None = None
-    params: list = field(default_factory=list)    # (name, value_start, value_end)
+    name: str | None = None       # the function name, once its '>' is seen
+    params: list = field(default_factory=list)    # (name, value_start, value_end): each one decided
     errors: list = field(default_factory=list)
     fn_closed: bool = False
+    malformed: bool = False       # a name tag without its '>': the call is kept as text
+    end: int | None = None        # just after the call's </tool_call>, once that is decided
 
 def _strip_nl(text: str, a: int, b: int) -> Span:
     "Drop one leading and one trailing newline of text[a:b]."
@@ -114,59 +138,110 @@ def _strip_nl(text: str, a: int, b: int) -> Span:
     if a < b and text[b - 1] == "\n": b -= 1
     return a, b
 
-def _scan_call(text: str, start: int, end: int, final: bool) -> _Scan:
+def _skip_space(text: str, i: int) -> int: return _SPACE.match(text, i).end()
+
+def _next_tag(text: str, i: int) -> str:
+    "'yes': one of `_NEXT` starts at `i`; 'maybe': the text ends in what could still become one; else 'no'."
+    if text.startswith(_NEXT, i): return "yes"
+    rest = text[i:i + len(TOOL_CALL_CLOSE)]
+    return "maybe" if i + len(rest) == len(text) and any(t.startswith(rest) for t in _NEXT) else "no"
+
+def _read_name(text: str, i: int) -> tuple[str, str | None, int]:
+    "`(name, stop, j)`: the name at `i`, the character that ends it ('>', '<', a line end; None: the text ended) at `j`."
+    j = _NAME.match(text, i).end()
+    return text[i:j].strip(), text[j] if j < len(text) else None, j
+
+# %% ../nbs/01_parse.ipynb #ed921467
+def _value_end(text: str, v: int, final: bool):
+    """Where the value that starts at `v` ends: `(end, next, problem)`, `next` the index after its
+    `</parameter>`; None while that is undecided. The value ends at the first `</parameter>` followed,
+    after white space, by `<parameter=`, `</function>`, `</tool_call>` or the end of the text, and
+    never runs past `</function></tool_call>` (white space between allowed): the end of the call."""
+    stop = _CALL_END.search(text, v)
+    limit = stop.start() if stop else len(text)
+    c = text.find(_PARAM_CLOSE, v, limit)
+    while c >= 0:
+        after = c + len(_PARAM_CLOSE)
+        seen = _next_tag(text, _skip_space(text, after))
+        if seen == "yes" or (seen == "maybe" and final): return c, after, None
+        if seen == "maybe": return None          # '</parameter>\n</func': wait for the rest
+        c = text.find(_PARAM_CLOSE, after, limit)
+    # no </parameter> closes it: the value ends where the call does, or (the text ended) at its next tag
+    if stop: return stop.start(), stop.start(), "has no </parameter>"
+    if not final: return None
+    ends = [x for x in (text.find(_FN_CLOSE, v), text.find(TOOL_CALL_CLOSE, v)) if x >= 0]
+    return (min(ends), min(ends), "has no </parameter>") if ends else (len(text), len(text), None)
+
+def _to_call_end(text: str, i: int, r: _Scan) -> _Scan:
+    "A call that cannot be read runs to the first `</tool_call>` after `i` (or to the end of the text)."
+    k = text.find(TOOL_CALL_CLOSE, i)
+    if k >= 0: r.end = k + len(TOOL_CALL_CLOSE)
+    return r
+
+def _bad_name(r: _Scan, tag: str, name: str, stop: str) -> None:
+    r.malformed = True
+    where = "'<'" if stop == "<" else "the line end"
+    r.errors.append(f"the {tag}...> tag has no '>' (the name {name!r} ends at {where}); the call is kept as text")
+
+def _scan_call(text: str, start: int, final: bool) -> _Scan:
+    """Read the call whose body starts at `start` (just after `<tool_call>`). With `final=False` only what
+    can no longer change is reported; `end` stays None until the call's `</tool_call>` is decided."""
     r = _Scan()
-    i = start
-    while i < end and text[i].isspace(): i += 1
-    if not text.startswith(_FN, i, end):
-        if not final and _FN.startswith(text[i:end]): return r      # '<func' may still become '<function='
-        j = text.find(_FN, i, end)
+    i = _skip_space(text, start)
+    if not text.startswith(_FN, i):
+        k = text.find(TOOL_CALL_CLOSE, i)
+        j = text.find(_FN, i, k if k >= 0 else len(text))
         if j < 0:
-            if final or len(text[i:end]) > 0: r.errors.append("no <function=NAME> in the tool call")
-            return r
+            if k >= 0 or final: r.errors.append("no <function=NAME> in the tool call")
+            return _to_call_end(text, i, r)
         r.errors.append(f"unexpected text before <function=: {text[i:j][:40]!r}")
         i = j
-    j = text.find(">", i + len(_FN), end)
-    if j < 0:
-        if final:
-            r.name = text[i + len(_FN):end].strip()
-            r.errors.append("the <function=...> tag is not closed")
+    name, stop, j = _read_name(text, i + len(_FN))
+    if stop is None:                          # the text ends inside the name
+        if final: r.name = name; r.errors.append("the <function=...> tag is not closed")
         return r
-    r.name = text[i + len(_FN):j].strip()
-    if not r.name: r.errors.append("empty function name")
+    if stop != ">":
+        _bad_name(r, _FN, name, stop)
+        return _to_call_end(text, j, r)
+    r.name = name
+    if not name: r.errors.append("empty function name")
     p = j + 1
     while True:
-        q, f = text.find(_PARAM, p, end), text.find(_FN_CLOSE, p, end)
-        if q >= 0 and (f < 0 or q < f):
-            if text[p:q].strip(): r.errors.append(f"unexpected text between parameters: {text[p:q][:40]!r}")
-            n = text.find(">", q + len(_PARAM), end)
-            if n < 0:
-                if final:
-                    r.params.append((text[q + len(_PARAM):end].strip(), end, end))
-                    r.errors.append("a <parameter=...> tag is not closed")
+        p = _skip_space(text, p)
+        if text.startswith(_PARAM, p):
+            pname, stop, j = _read_name(text, p + len(_PARAM))
+            if stop is None:
+                if final: r.params.append((pname, j, j)); r.errors.append("a <parameter=...> tag is not closed")
                 return r
-            pname = text[q + len(_PARAM):n].strip()
-            v = n + 1
-            c = text.find(_PARAM_CLOSE, v, end)
-            nxt = [x for x in (text.find(_PARAM, v, end), text.find(_FN_CLOSE, v, end)) if x >= 0]
-            b = min(nxt) if nxt else -1
-            if c >= 0 and (b < 0 or c < b):
-                r.params.append((pname, *_strip_nl(text, v, c))); p = c + len(_PARAM_CLOSE)
-            elif b >= 0:
-                r.params.append((pname, *_strip_nl(text, v, b))); p = b
-                r.errors.append(f"parameter {pname!r} has no </parameter>")
-            else:
-                if final: r.params.append((pname, *_strip_nl(text, v, end)))
-                return r
-        elif f >= 0:
-            if text[p:f].strip(): r.errors.append(f"unexpected text between parameters: {text[p:f][:40]!r}")
+            if stop != ">":
+                _bad_name(r, _PARAM, pname, stop)
+                return _to_call_end(text, j, r)
+            found = _value_end(text, j + 1, final)
+            if found is None: return r
+            b, p, why = found
+            r.params.append((pname, *_strip_nl(text, j + 1, b)))
+            if why: r.errors.append(f"parameter {pname!r} {why}")
+        elif text.startswith(_FN_CLOSE, p):
             r.fn_closed = True
-            tail = text[f + len(_FN_CLOSE):end]
-            if tail.strip(): r.errors.append(f"unexpected text after </function>: {tail.strip()[:40]!r}")
+            q = _skip_space(text, p + len(_FN_CLOSE))
+            k = text.find(TOOL_CALL_CLOSE, q)
+            if k > q or (k < 0 and final and not TOOL_CALL_CLOSE.startswith(text[q:q + len(TOOL_CALL_CLOSE)])):
+                tail = text[q:k if k >= 0 else len(text)].strip()
+                r.errors.append(f"unexpected text after </function>: {tail[:40]!r}")
+            if k >= 0: r.end = k + len(TOOL_CALL_CLOSE)
             return r
-        else:
-            if final and text[p:end].strip(): r.errors.append(f"unexpected text in the tool call: {text[p:end].strip()[:40]!r}")
+        elif text.startswith(TOOL_CALL_CLOSE, p):
+            r.end = p + len(TOOL_CALL_CLOSE)
             return r
+        elif _next_tag(text, p) == "maybe":      # the text ends here, or in the start of a tag
+            return r
+        else:                                     # text that is no tag: skip to the next one
+            nxt = [x for x in (text.find(t, p) for t in _NEXT) if x >= 0]
+            if not nxt:
+                if final: r.errors.append(f"unexpected text in the tool call: {text[p:].strip()[:40]!r}")
+                return r
+            r.errors.append(f"unexpected text between parameters: {text[p:min(nxt)][:40]!r}")
+            p = min(nxt)
 
 # %% ../nbs/01_parse.ipynb #bde17b3a
 @dataclass
@@ -280,22 +355,15 @@ class StreamParser:
                 self._state = "call"
             elif st == "call":
                 c = self._open
-                k = t.find(TOOL_CALL_CLOSE, max(c["body"], self._pos))
-                if k < 0 and not final:
-                    # look again from near the end next time; a partial closing tag is never scanned
-                    limit = len(t) - _held(t, c["body"], (TOOL_CALL_CLOSE,))
-                    self._pos = max(c["body"], len(t) - len(TOOL_CALL_CLOSE))
-                    self._call_events(ev, _scan_call(t, c["body"], limit, final=False))
-                    return ev
-                end = k if k >= 0 else len(t)
-                scan = _scan_call(t, c["body"], end, final=True)
+                scan = _scan_call(t, c["body"], final)
                 self._call_events(ev, scan)
-                span = (c["start"], k + len(TOOL_CALL_CLOSE) if k >= 0 else len(t))
-                call = self._make_call(scan, span, finished=k >= 0)
+                if scan.end is None and not final: return ev       # the call's end is not decided yet
+                span = (c["start"], len(t) if scan.end is None else scan.end)
+                call = self._make_call(scan, span, finished=scan.end is not None)
                 self._calls.append(call)
                 ev.append(ToolCallFinished(len(self._calls) - 1, call))
                 self._open, self._pos, self._state = None, span[1], "answer"
-                if k < 0: return ev
+                if scan.end is None: return ev
 
     def _emit_reasoning(self, ev, upto: int):
         if upto > self._pos:
@@ -323,11 +391,11 @@ class StreamParser:
 
     def _make_call(self, scan: _Scan, span: Span, finished: bool) -> ToolCall:
         errors, params = list(scan.errors), []
-        name = scan.name or ""
         for pname, a, b in scan.params:
-            value, why = self._param(name, pname, a, b)
-            if why: errors.append(why)
+            value, why = self._param(scan.name, pname, a, b)
+            if why and not scan.malformed: errors.append(why)
             params.append(Parameter(pname, value, self.text[a:b], (a, b)))
+        name = "" if scan.malformed else scan.name or ""    # a malformed call is never run: it stays text
         if len({p.name for p in params}) < len(params): errors.append("a parameter is given twice; the last one is kept")
         if self._schemas is not None and name:
             if name not in self._schemas:

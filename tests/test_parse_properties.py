@@ -23,7 +23,10 @@ TOOLS = [PYTHON_TOOL, CALC]
 PIECES = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<function=", "<function=calc>",
           "<function=stateful_python_code_exec>", "</function>", "<parameter=", "<parameter=n>", "<parameter=code>",
           "<parameter=xs>", "</parameter>", ">", "<", "</", "\n", "\n\n", " ", "x", "42", "[1, 2]", "True", "é",
-          "print(1)", "</thi", "<tool_", "</tool_ca", "</param", "<|im_end|>"]
+          "print(1)", "</thi", "<tool_", "</tool_ca", "</param", "<|im_end|>",
+          # name tags without their '>', and the tags that may (or may not) follow a </parameter>
+          "<function=calc\n", "<parameter=n\n", "<parameter=s<", "</parameter>\n</function>\n</tool_call>",
+          "</function>\n</tool_call>", "</parameter>x"]
 texts = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=5)), max_size=40).map("".join)
 # a well-formed call, so the interesting paths (typed values, events) are reached often
 good_calls = st.builds(lambda v, n: f"<tool_call>\n<function=calc>\n<parameter=n>\n{n}\n</parameter>\n"
@@ -66,7 +69,9 @@ def test_events_agree_with_result(text, cuts, thinking):
     assert [e.index for e in events if isinstance(e, ToolCallFinished)] == list(range(len(r.tool_calls)))
     started = {e.index: e.name for e in events if isinstance(e, ToolCallStarted)}
     for i, call in enumerate(r.tool_calls):
-        if call.name or i in started: assert started[i] == call.name
+        if call.name: assert started[i] == call.name
+        # a call announced by name may turn out malformed later (a parameter tag without '>'): then it has no name
+        elif i in started: assert call.errors and any("kept as text" in e for e in call.errors)
         params = [(e.name, e.value) for e in events if isinstance(e, ToolCallParameter) and e.index == i]
         assert params == [(p.name, p.value) for p in call.parameters]
 
@@ -141,9 +146,17 @@ def test_round_trip(thinking, reasoning, content, calls, earlier):
     ("r</think>a<tool_ca", lambda r: r.content == "a<tool_ca" and not r.tool_calls),
     # a call that never names its function keeps its raw text and says so
     ("</think><tool_call>oops</tool_call>", lambda r: r.tool_calls[0].name == "" and "oops" in r.to_message()["content"]),
-    # a parameter without </parameter> ends at the next parameter
+    # a parameter without </parameter> ends at the end of the call (</function></tool_call>), reported
+    ("</think><tool_call>\n<function=calc>\n<parameter=n>\n1\n</function>\n</tool_call>",
+     lambda r: r.tool_calls[0].arguments == {"n": 1} and any("no </parameter>" in e for e in r.errors)),
+    # ... and a <parameter= inside a value is part of the value: no parameter is invented from it
     ("</think><tool_call>\n<function=calc>\n<parameter=n>\n1\n<parameter=s>\nx\n</parameter>\n</function>\n</tool_call>",
-     lambda r: r.tool_calls[0].arguments == {"n": 1, "s": "x"} and any("no </parameter>" in e for e in r.errors)),
+     lambda r: r.tool_calls[0].arguments == {"n": "1\n<parameter=s>\nx"} and any("calc.n: expected integer" in e for e in r.errors)),
+    # a name tag without its '>' (the name ends at the line end or '<'): the call stays text, the next is read
+    ("</think><tool_call>\n<function=calc\n<parameter=n>\n1\n</parameter>\n</function>\n</tool_call>"
+     "<tool_call>\n<function=calc>\n<parameter=n>\n2\n</parameter>\n</function>\n</tool_call>",
+     lambda r: [(c.name, c.arguments) for c in r.tool_calls] == [("", {}), ("calc", {"n": 2})]
+     and "<function=calc\n<parameter=n>" in r.to_message()["content"]),
     # cut inside a parameter name, inside a function name
     ("</think><tool_call>\n<function=calc>\n<parameter=n", lambda r: r.tool_calls[0].name == "calc" and not r.tool_calls[0].finished),
     ("</think><tool_call>\n<function=ca", lambda r: r.tool_calls[0].name == "ca" and r.errors),
