@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 # %% auto #0
 __all__ = ['SECRET_PATTERNS', 'ENV_ALLOW', 'is_secret_name', 'scrub_env', 'allowed_env', 'Isolation', 'ExecResult',
-           'format_traceback', 'SandboxError', 'PythonSandbox']
+           'clean_stream', 'harness_text', 'plain_traceback', 'SandboxError', 'PythonSandbox']
 
 # %% ../nbs/10_sandbox.ipynb #948792b4
 SECRET_PATTERNS = ("*_TOKEN", "*_KEY", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*CREDENTIAL*", "*_PAT",
@@ -480,7 +480,22 @@ def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
         def __getitem__(self, key): return []
     ip.history_manager.outputs = Discard(list)
     warnings.filterwarnings("ignore", message="To exit: use")
-    counts, images = {}, [0]
+    from IPython.core.compilerop import CachingCompiler
+    ip.compile = CachingCompiler()        # cells named <ipython-input-N-...>, as in a terminal IPython (warnings name them)
+    counts, images, last_plain = {}, [0], [None]
+    show = ip._showtraceback
+    def showtraceback(etype, evalue, stb):      # the plain form too, which the harness's model saw
+        plain, tb = stb, getattr(sys, "last_traceback", None)
+        if etype is not None and tb is not None and not issubclass(etype, (SyntaxError, SystemExit)):
+            itb, mode = ip.InteractiveTB, ip.InteractiveTB.mode
+            try:
+                itb.set_mode("Plain")
+                plain = itb.structured_traceback(etype, evalue, tb)
+            except Exception: plain = stb
+            finally: itb.set_mode(mode)
+        last_plain[0] = list(plain)
+        return show(etype, evalue, stb)
+    ip._showtraceback = showtraceback
     def cut(s):
         s = s if isinstance(s, str) else str(s)
         return s if len(s) <= output_cap else s[:output_cap] + "<output cut>"
@@ -499,7 +514,9 @@ def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
     def capped(obj):
         if not isinstance(obj, dict): return obj
         if isinstance(obj.get("data"), dict): obj = {**obj, "data": bundle(obj["data"]), "metadata": {}}
-        if isinstance(obj.get("traceback"), list): obj = {**obj, "traceback": [cut(x) for x in obj["traceback"][-30:]]}
+        if isinstance(obj.get("traceback"), list):
+            obj = {**obj, "traceback": [cut(x) for x in obj["traceback"][-30:]]}
+            if last_plain[0] is not None: obj["plain"] = [cut(x) for x in last_plain[0][-30:]]
         if isinstance(obj.get("payload"), list): obj = {**obj, "payload": [capped(p) for p in obj["payload"][:10]]}
         for k in ("text", "evalue", "ename"):
             if isinstance(obj.get(k), str) and len(obj[k]) > output_cap: obj = {**obj, k: cut(obj[k])}
@@ -519,7 +536,7 @@ def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
         return w
     for s in (sys.stdout, sys.stderr): s.write = capped_write(s)
     def new_call():
-        counts.clear(); images[0] = 0
+        counts.clear(); images[0] = 0; last_plain[0] = None
     ip.events.register("pre_execute", new_call)
     def drain(*_):
         for s in (sys.stdout, sys.stderr):
@@ -804,6 +821,7 @@ class ExecResult:
     images: list = field(default_factory=list)    # [{"mime": "image/png", "data": bytes}]: for the widgets only
     truncated: bool = False
     isolation: str = ""
+    traceback: str | None = None      # Jupyter's full traceback (context lines, every frame), for viewers; not sent to the model
 
     @property
     def ok(self) -> bool: return self.error is None
@@ -811,7 +829,7 @@ class ExecResult:
     def to_dict(self) -> dict:
         "JSON-ready (images as base64), as traces store it."
         import base64
-        d = {k: getattr(self, k) for k in ("output", "error", "timed_out", "restarted", "duration_s", "truncated", "isolation")}
+        d = {k: getattr(self, k) for k in ("output", "error", "timed_out", "restarted", "duration_s", "truncated", "isolation", "traceback")}
         d["images"] = [{"mime": i["mime"], "data": base64.b64encode(i["data"]).decode()} for i in self.images]
         return d
 
@@ -844,15 +862,30 @@ class _Output:
         if len(s) > self.limit: self.truncated, s = True, s[:self.limit]
         return s + "<output cut>" if self.truncated else s
 
-def format_traceback(frames: list[str], ename: str, evalue: str, keep: int = 5) -> str:
-    "ipykernel's traceback strings without colours, separators or more than `keep` frames."
-    lines = [_ANSI.sub("", f).rstrip() for f in frames]
-    lines = [l for l in lines if l and not set(l) <= set("-")]
-    if lines and lines[-1].startswith(ename): lines = lines[:-1]          # the last line is re-added below
-    lines = [l for l in lines if "Traceback (most recent call last)" not in l]     # IPython's header line
-    omitted = max(0, len(lines) - keep)
-    body = ([f"  ... {omitted} earlier frame(s) omitted"] if omitted else []) + lines[omitted:]
-    return "\n".join(["Traceback (most recent call last):", *body, f"{ename}: {evalue}" if evalue else ename])
+_CELL_FRAME = re.compile(r"^\s*(File <ipython-|Cell In\[\d+\], line \d+)")
+_OUT_PROMPT = re.compile(r"^Out\[\d+\]:\s*")
+
+def clean_stream(text: str) -> str:
+    """One stream as NeMo-Skills' Python tool cleans it: colours removed; the lines that name a cell (IPython's
+    `File <ipython-input-...>` or `Cell In[N], line L`) dropped; an `Out[N]: ` prompt removed; leading blank lines
+    dropped; the end stripped, and one newline added back when anything is left."""
+    lines = [_OUT_PROMPT.sub("", l) for l in _ANSI.sub("", text).split("\n") if not _CELL_FRAME.match(l)]
+    while lines and lines[0] == "": lines.pop(0)
+    out = "\n".join(lines).rstrip()
+    return out + "\n" if out else ""
+
+def harness_text(stdout: str, stderr: str, limit: int) -> tuple[str, bool]:
+    """(the tool response the harness sends for one call, whether it was cut): each stream cleaned and cut at
+    `limit` characters with `<output cut>`, stdout first, then stderr; the end stripped."""
+    parts, cut = [], False
+    for text in (clean_stream(stdout), clean_stream(stderr)):
+        if len(text) > limit: text, cut = text[:limit] + "<output cut>", True
+        parts.append(text)
+    return "".join(parts).rstrip(), cut
+
+def plain_traceback(frames: list[str]) -> str:
+    "IPython's structured traceback (a list of strings, each one or more lines) as the text it prints."
+    return "".join(f if f.endswith("\n") else f + "\n" for f in frames)
 
 # %% ../nbs/10_sandbox.ipynb #0018164f
 class SandboxError(RuntimeError):
@@ -1265,10 +1298,12 @@ def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecRe
             except Exception: pass
             raise
         r.restarted = r.restarted or bool(before)
+        if r.timed_out: text, cut = f"Execution timed out after {timeout:g} seconds", False   # the harness's words, and no partial output
+        else: text, cut = harness_text(r.stdout.text(), r.stderr.text(), self.max_output_chars)
         if self._closed:
-            text = "\n".join(x for x in (r.out.text().rstrip(), "The sandbox was closed during this call.") if x)
+            text = "\n".join(x for x in (text, "The sandbox was closed during this call.") if x)
             return ExecResult(text, "the sandbox was closed during the call", r.timed_out, r.restarted,
-                              time.perf_counter() - t0, r.images, r.out.truncated, str(self.isolation))
+                              time.perf_counter() - t0, r.images, cut, str(self.isolation), r.traceback)
         notes = []
         if r.notes: notes.append(r.notes)
         if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
@@ -1278,21 +1313,19 @@ def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecRe
             if cg.refusals() > refused_before:
                 notes.append(f"Starting more processes was refused (limit: {self.max_processes} tasks)"
                              + (f"; the {len(left)} process(es) this code started were stopped." if left else "."))
-        if r.timed_out and not r.restarted:
-            if self.restart_on_timeout:
-                self.restart(); r.restarted = True
-                notes.append(f"Execution timed out after {timeout:g} seconds; the Python session was restarted and its state was lost.")
-            else: notes.append(f"Execution timed out after {timeout:g} seconds")
+        if r.timed_out:
+            if self.restart_on_timeout and not r.restarted: self.restart(); r.restarted = True
             r.error = f"timed out after {timeout:g} s" + (" (restarted)" if r.restarted else "")
-        text = r.out.text().rstrip()
         output = "\n".join(before + ([text] if text else []) + notes)
-        return ExecResult(output, r.error, r.timed_out, r.restarted, time.perf_counter() - t0, r.images, r.out.truncated,
-                          str(self.isolation))
+        return ExecResult(output, r.error, r.timed_out, r.restarted, time.perf_counter() - t0, r.images, cut,
+                          str(self.isolation), r.traceback)
 
 @dataclass
 class _Collected:
-    out: _Output
+    stdout: _Output                   # what the call printed, its values and its traceback, as the harness collects them
+    stderr: _Output
     images: list = field(default_factory=list)
+    traceback: str | None = None      # Jupyter's full traceback, for the viewers
     error: str | None = None
     timed_out: bool = False
     restarted: bool = False
@@ -1302,7 +1335,8 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
     "Read the kernel's messages for request `msg_id` until it is idle, past the deadline, or dead."
     res, cg = self._res, self._res.cgroups
     oom_before = cg.oom_kills()
-    r = _Collected(_Output(self.max_output_chars))
+    raw = max(100_000, 4 * self.max_output_chars)     # kept raw; the harness's cut comes after cleaning
+    r = _Collected(_Output(raw), _Output(raw))
     deadline = t0 + timeout
     while True:
         now = time.perf_counter()
@@ -1318,12 +1352,11 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
                 continue
             self.restart()
             r.restarted, r.error = True, f"timed out after {timeout:g} s (restarted)"
-            r.notes = (f"Execution timed out after {timeout:g} seconds; the code did not stop within {self.interrupt_grace:g} s "
-                       "of the interrupt, so the Python session was restarted and its state was lost.")
+            r.notes = ""           # the harness says only that it timed out (see `_run`), restarted or not
             return r
         try: msg = res.kc.get_iopub_msg(timeout=min(0.1, deadline - now))
         except ValueError:        # a message that failed its signature check: say so rather than stop
-            r.out.add("[a message from the Python session was lost]\n"); continue
+            r.stderr.add("[a message from the Python session was lost]\n"); continue
         except queue.Empty:
             if self._closed or res.km.is_alive(): continue
             proc = getattr(res.km.provisioner, "process", None)
@@ -1334,21 +1367,24 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
             return r
         if msg.get("parent_header", {}).get("msg_id") != msg_id: continue
         kind, c = msg["msg_type"], msg["content"]
-        if kind == "stream": r.out.add(c.get("text", ""))
+        if kind == "stream": (r.stderr if c.get("name") == "stderr" else r.stdout).add(c.get("text", ""))
         elif kind in ("execute_result", "display_data"):
             data = c.get("data", {})
             pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
             if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
             room = _IMAGES_CAP - sum(len(i["data"]) for i in r.images)
             kept = [p for p in pics if len(p["data"]) <= room and (room := room - len(p["data"])) >= 0]
-            if len(kept) < len(pics): r.out.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
+            if len(kept) < len(pics): r.stderr.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
             r.images += kept
-            if "text/plain" in data and not pics: r.out.add(str(data["text/plain"]) + "\n")     # an image's repr is noise
+            if "text/plain" in data and not pics:          # an image's repr is noise
+                value = str(data["text/plain"])           # IPython's display hook starts a value of several lines on a line of its own
+                r.stdout.add(("\n" if "\n" in value and kind == "execute_result" else "") + value + "\n")
         elif kind == "error":
             ename, evalue = c.get("ename", "Error"), c.get("evalue", "")
             if r.timed_out and ename == "KeyboardInterrupt": continue          # our interrupt, not the model's error
             if ename == "SystemExit" and evalue in ("", "0", "None"): continue  # sys.exit(0): a normal end
-            r.out.add(format_traceback(c.get("traceback", []), ename, evalue) + "\n")
+            r.stdout.add(plain_traceback(c.get("plain") or c.get("traceback", [])))     # IPython prints it to stdout
+            r.traceback = _ANSI.sub("", plain_traceback(c.get("traceback", []))).rstrip()
             r.error = _clean(f"{ename}: {evalue}".rstrip(": "))
             if len(r.error) > 500: r.error = r.error[:500] + "..."        # a short description; the output has the rest
         elif kind == "status" and c.get("execution_state") == "idle":

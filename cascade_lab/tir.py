@@ -299,6 +299,7 @@ class _Builder:
 
 # %% ../nbs/11_tir.ipynb #36dbcf6c
 _REMOTE_OPTIONS = {"enable_thinking", "max_new_tokens", "greedy", "temperature", "top_p", "seed", "stream"}
+_STEP_TOKENS = 1024        # the generators' default max_new_tokens, a step's limit when only a run budget is given
 
 def _cat(parts) -> np.ndarray: return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
@@ -325,21 +326,24 @@ def _check_messages(messages) -> list[dict]:
         raise ValueError('messages must be a list of message dicts, e.g. [{"role": "user", "content": "..."}]')
     return [dict(m) for m in messages]
 
-def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=None, max_steps: int = 16,
-              max_tool_calls: int = 32, enable_thinking: bool = True, stop=None, on_step=None, seed: int | None = None,
-              **generate_kw):
+def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=None, max_steps: int = 256,
+              max_tool_calls: int = 256, max_total_tokens: int | None = None, enable_thinking: bool = True, stop=None,
+              on_step=None, seed: int | None = None, **generate_kw):
     """Run the tool loop on `messages` with `model` (a local model and its `tokenizer`, or a `RemoteModel`).
 
     `tools`: "python" (the sandboxed Python tool), functions, `Tool`s. `sandbox`: a `PythonSandbox` to use (kept
-    open); by default one is made for the run and closed after it. Returns the multi-step `Trace`."""
+    open); by default one is made for the run and closed after it. Budgets, as NVIDIA's harness: the tokens the
+    model generates over the whole run (`max_total_tokens`, each step's `max_new_tokens` is cut to what is left),
+    and only high safety caps on steps and tool calls (`max_steps`, `max_tool_calls`). Returns the multi-step `Trace`."""
     from cascade_lab.remote import RemoteModel
     from cascade_lab.trace import Step, Trace
     remote = isinstance(model, RemoteModel)
     tokenizer = model.tokenizer if remote else tokenizer
     if tokenizer is None: raise ValueError("a local model needs its tokenizer (tokenizer=...)")
-    for name, v in (("max_steps", max_steps), ("max_tool_calls", max_tool_calls)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "max_steps" else 0):
-            raise ValueError(f"{name} must be an integer >= {1 if name == 'max_steps' else 0}, got {v!r}")
+    for name, v, low in (("max_steps", max_steps, 1), ("max_tool_calls", max_tool_calls, 0), ("max_total_tokens", max_total_tokens, 1)):
+        if name == "max_total_tokens" and v is None: continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}{' or None' if name == 'max_total_tokens' else ''}, got {v!r}")
     if remote and (bad := sorted(set(generate_kw) - _REMOTE_OPTIONS)):
         raise ValueError(f"option(s) {', '.join(bad)} are not supported with a remote model (it takes {', '.join(sorted(_REMOTE_OPTIONS))})")
     if stop is not None and not (isinstance(stop, threading.Event) or callable(stop)):
@@ -365,6 +369,10 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
             first_prompt = first_prompt if first_prompt is not None else text
             if _should_stop(stop): reason = "stopped"; break
             kw = {**generate_kw, "enable_thinking": enable_thinking, "seed": None if seed is None else seed + i}
+            if max_total_tokens is not None:                # the run's token budget: what is left of it, at most
+                left = max_total_tokens - sum(s.generated[1] - s.generated[0] for s in b.steps)
+                if left <= 0: reason = "length"; break
+                kw["max_new_tokens"] = min(generate_kw.get("max_new_tokens", _STEP_TOKENS), left)
             if stop is not None and not remote: kw["stop"] = lambda: _should_stop(stop)     # ends a generation early
             if remote: out = _remote_step(model, msgs, schemas, kw)
             else:
@@ -411,7 +419,7 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
         if own_sandbox: sandbox.close()
     routing, note = b.routing_obj(info) if b.steps else (None, "no step was generated")
     tir = {"stop_reason": reason, "steps": len(b.steps), "tool_calls": n_calls, "max_steps": max_steps,
-           "max_tool_calls": max_tool_calls}
+           "max_tool_calls": max_tool_calls, "max_total_tokens": max_total_tokens}
     if sandbox is not None and getattr(sandbox, "isolation", None) is not None: tir["sandbox"] = str(sandbox.isolation)
     sampling = {k: v for k, v in generate_kw.items() if k in ("greedy", "temperature", "top_p", "max_new_tokens", "thinking_budget")}
     sampling.update(seed=seed, enable_thinking=enable_thinking)
@@ -423,7 +431,7 @@ def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=Non
                  routing=routing, routing_note=note, steps=b.steps, meta={"tir": tir})
 
 # %% ../nbs/11_tir.ipynb #bc2618de
-def solve(problem: str, *, model, tokenizer=None, tools=("python",), greedy: bool = False, max_steps: int = 16,
+def solve(problem: str, *, model, tokenizer=None, tools=("python",), greedy: bool = False, max_steps: int = 256,
           reference=None, instruction: str = MATH_INSTRUCTION, **kwargs):
     "Solve a math-style problem with the tool loop; returns the `Trace` with `answer` (and `meta['grade']` given a `reference`)."
     if not isinstance(problem, str) or not problem.strip(): raise ValueError("problem must be a non-empty string")

@@ -41,7 +41,6 @@ ORACLE = "tests/reference_oracle.py"
 KNOWN_PENDING = {
     ("nbs/01_parse.ipynb", "shared/FORMAT.md"),                 # "The rules (`shared/FORMAT.md`) follow vLLM's ..."
     ("nbs/01_parse.ipynb", "tests/test_parse_roundtrip.py"),    # the round-trip tests are in tests/test_parse_properties.py
-    ("nbs/11_tir.ipynb", "FORMAT.md"),                          # "(FORMAT.md: only turns before the last ..."
 }
 
 # ---- which files ------------------------------------------------------------------------------------------
