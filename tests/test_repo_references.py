@@ -39,8 +39,6 @@ ORACLE = "tests/reference_oracle.py"
 
 # (file, the text found) pairs that the owners of those files are fixing: reported as xfail, not as failures
 KNOWN_PENDING = {
-    ("nbs/01_parse.ipynb", "shared/FORMAT.md"),                 # "The rules (`shared/FORMAT.md`) follow vLLM's ..."
-    ("nbs/01_parse.ipynb", "tests/test_parse_roundtrip.py"),    # the round-trip tests are in tests/test_parse_properties.py
 }
 
 # ---- which files ------------------------------------------------------------------------------------------
