@@ -9,8 +9,8 @@
 # script fits in ten minutes; the steps' limits shrink when time runs short):
 #   0. Python: the script installs nothing from the network (the machine may have none) and never uses the
 #      repo's .venv (on a machine without a GPU `make` fills it with a CPU build of torch). It uses the
-#      first Python whose torch sees CUDA: $GPU_PYTHON, then /opt/torch/.venv/bin/python3 (where some CUDA
-#      images keep theirs), then python3. When no such Python exists it STOPS with a message and exit
+#      first Python whose torch sees CUDA: $GPU_PYTHON, then a virtual environment under /opt (/opt/*/.venv,
+#      where CUDA images often keep theirs), then python3. When no such Python exists it STOPS with a message and exit
 #      status 3. Wheels put in .whl/ (see kernels/README.md: e.g. the transformers version the project pins,
 #      or nbdev + execnb) are installed to /tmp/site first and put ahead of that Python's packages.
 #   1. The repo is made importable: `pip install -e . --no-deps --no-build-isolation` into that Python when
@@ -91,7 +91,7 @@ else
   log "nvidia-smi: not found"
 fi
 PY=""
-for cand in "${GPU_PYTHON:-}" /opt/torch/.venv/bin/python3 python3 python; do
+for cand in "${GPU_PYTHON:-}" /opt/*/.venv/bin/python3 python3 python; do
   [[ -n $cand ]] || continue
   path=$(command -v "$cand" 2>/dev/null) || continue
   case $path in "$REPO"/.venv/*) continue ;; esac          # the repo's venv has CPU torch
