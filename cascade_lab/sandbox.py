@@ -553,6 +553,11 @@ del _cascade_sandbox_setup
 _IMAGE_CAP, _IMAGES_CAP = 2 * 2**20, 8 * 2**20       # bytes of one image (as sent: base64), of all images of a call
 
 # %% ../nbs/10_sandbox.ipynb #5b1e7c05
+def _nproc_per_user_namespace() -> bool:
+    "Whether RLIMIT_NPROC counts tasks per user namespace (Linux 5.14 and later)."
+    try: return tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2]) >= (5, 14)
+    except ValueError: return False
+
 def _open_dir(path: str, ident=None) -> int:
     "Open a directory without following a link at its last component; `ident`: the (st_dev, st_ino) it must still be."
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -745,6 +750,9 @@ def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: i
     os.fchdir(wfd); os.close(wfd)
     status["workdir"] = workdir
     for fd in owned.values(): os.close(fd)
+    if status.get("userns") and "RLIMIT_NPROC" in cfg["rlimits"] and _nproc_per_user_namespace():
+        # since Linux 5.14 RLIMIT_NPROC counts the tasks of our uid in our own user namespace: our tasks alone
+        cfg["rlimits"]["RLIMIT_NPROC"], status["nproc_userns"] = cfg["max_processes"], True
     for name, value in cfg["rlimits"].items():
         try: resource.setrlimit(getattr(resource, name), (value, value)); status["rlimits"][name] = value
         except (OSError, ValueError) as e: status["errors"].append(f"{name}: {e}")
@@ -1113,7 +1121,7 @@ class PythonSandbox:
         cfg = {"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "status_path": status_path,
                "startup": _KERNEL_STARTUP.replace("OUTPUT_CAP", str(max(100_000, 2 * self.max_output_chars + 2)))
                                          .replace("IMAGES_CAP", str(_IMAGES_CAP)).replace("IMAGE_CAP", str(_IMAGE_CAP)),
-               "nice": self.cpus is not None and cg.cpu is None, "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
+               "nice": self.cpus is not None and cg.cpu is None, "max_processes": self.max_processes, "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
                "sockets": sockets, "run_dir": run_dir, "workdir": self._workdir_arg, "workdir_id": self._workdir_id,
                "workdir_owner": res.workdir_owner[3:] if res.workdir_owner else None}
         cfg_path = os.path.join(run_dir, "launch.json")
@@ -1130,6 +1138,8 @@ class PythonSandbox:
         set_ok, user = status.get("rlimits", {}), status.get("user", "unknown")
         if "RLIMIT_AS" in rlimits and "RLIMIT_AS" not in set_ok: memory = f"NOT enforced: RLIMIT_AS could not be set ({why})"
         if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
+        if status.get("nproc_userns") and "RLIMIT_NPROC" in set_ok:
+            procs = f"rlimit RLIMIT_NPROC, {self.max_processes} tasks of its own user namespace (no pids cgroup)"
         if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not user.startswith("uid "):
             procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
         if self.cpus is None: cpu = "not limited (cpus=None)"

@@ -337,6 +337,7 @@ def test_works_inside_a_jupyter_kernel():
                 "r = sb.run('x = 41\\nprint(x + 1)')\nprint('inner:', r.output)\n"
                 "r = sb.run('while True: pass', timeout=1)\nprint('timed out:', r.timed_out, r.restarted)\n"
                 "print('after:', sb.run('print(x)').output)\nsb.close()")
+        code = "import warnings\nwarnings.simplefilter('ignore')\n" + code      # what is not enforced here is not this test's point
         reply = kc.execute_interactive(code, timeout=120, output_hook=lambda m: out.append(m["content"].get("text", "")))
         assert reply["content"]["status"] == "ok", reply["content"]
     finally:
@@ -420,6 +421,7 @@ def test_sandboxes_starting_together_keep_their_limits():
     a = PythonSandbox(memory_mb=512, timeout=20)
     a.start()
     enforced(a, "memory")
+    if not a.isolation.complete: a.close(); pytest.skip(f"this machine does not enforce every limit: {a.isolation}")
     bad = []
     def start_one():
         with PythonSandbox() as s:

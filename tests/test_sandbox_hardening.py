@@ -504,6 +504,7 @@ def test_cpu_is_limited(make_sb):
     on 2 cores), and `isolation.cpu` says what holds it."""
     if len(os.sched_getaffinity(0)) < 2: pytest.skip("one CPU: a limit of one CPU cannot be told from none")
     sb = make_sb(timeout=40)
+    if sb.start().isolation.cpu.startswith("NOT"): pytest.skip(f"cpu: {sb.isolation.cpu}")
     r = sb.run("import subprocess, sys, os, uuid\n"
                "busy = 'import sys, time\\nend = time.time() + 3\\nwhile time.time() < end: pass\\n"
                "open(sys.argv[1], \"w\").write(repr(time.process_time()))'\n"
