@@ -22,6 +22,24 @@ if not _has_gpu():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+def loopback_listener() -> socket.socket:
+    """A TCP listener on 127.0.0.1 at a port below the ephemeral range. A sandbox's check that it cannot reach the
+    host's listener connects to that port number in its own network namespace, where nothing listens; with a port
+    from the ephemeral range, Linux may pick the same number as the source port and connect the socket to itself
+    (TCP self-connect: about 1 in 3000 here), which reads as "reached"."""
+    import random
+    try: low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError): low = 32768
+    for _ in range(200):
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", random.randrange(10000, max(10001, low))))
+            s.listen()
+            return s
+        except OSError: s.close()
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

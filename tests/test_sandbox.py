@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import loopback_listener
 
 from cascade_lab.sandbox import ExecResult, Isolation, PythonSandbox, SandboxError, scrub_env
 
@@ -160,8 +161,7 @@ def test_environment_is_scrubbed(sb):
 
 def test_network_is_cut(sb):
     if sb.isolation.network.startswith("NOT"): pytest.skip(sb.isolation.network)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0)); srv.listen()
+    srv = loopback_listener()
     port = srv.getsockname()[1]
     try:
         # Nothing outside loopback is ever addressed: the host's 127.0.0.1 is out of reach, and the namespace's own
@@ -184,8 +184,7 @@ def test_network_is_cut(sb):
 
 
 def test_network_allowed_when_asked():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0)); srv.listen()
+    srv = loopback_listener()
     try:
         with PythonSandbox(network=True) as s:
             assert s.isolation.network.startswith("allowed")
@@ -374,8 +373,7 @@ def test_non_root_user_gets_namespaces_and_rlimits():
     (home / ".netrc").write_text("machine example.com password hunter2")
     shutil.chown(home, "nobody"); shutil.chown(home / ".netrc", "nobody")
     script = where / "nonroot.py"
-    srv = socket.socket()                     # a listener on the host's loopback: the kernel must not reach it
-    srv.bind(("127.0.0.1", 0)); srv.listen()
+    srv = loopback_listener()                 # a listener on the host's loopback: the kernel must not reach it
     net_code = (f"import socket\ntry: socket.create_connection(('127.0.0.1', {srv.getsockname()[1]}), timeout=2); print('connected')\n"
                 "except OSError as e: print(e.errno)\n"
                 "print(sorted(l.split(':')[0].strip() for l in open('/proc/net/dev').read().splitlines()[2:]))\n"

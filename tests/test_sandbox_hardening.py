@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import loopback_listener
 
 import cascade_lab
 import cascade_lab.sandbox as sbm
@@ -882,8 +883,7 @@ def test_network_namespace_has_only_loopback(make_sb):
     127.0.0.1), or any route out. Checked without addressing anything but 127.0.0.1: the kernel's namespace has
     no interface but `lo` (in /sys/class/net too, not only /proc/net) and no routes, the host's listener is
     unreachable, and the kernel's own loopback works."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0)); srv.listen()
+    srv = loopback_listener()
     port = srv.getsockname()[1]
     try:
         sb = make_sb(max_output_chars=10_000)
