@@ -7,7 +7,7 @@ outside it.
    readers looking for a file that is gone.
 
 2. No tracked text file in nbs/, cascade_lab/, tests/, kernels/, docs/ or README.md
-   a. contains an absolute path under the developers' working directory (`/work/...`): a user's clone is
+   a. contains an absolute path under the developers' working directory (the folder `work` at the file system's root): a user's clone is
       elsewhere, so such a path is wrong for everyone else;
    b. names the developers' reference folder that sits beside their checkout and that users never have: `../shared`
       in any form, a path into it (`shared/reference`, `shared/model-card`, `shared/hooks`, `shared/NAME.md`, also
@@ -170,6 +170,6 @@ def test_no_absolute_work_paths_and_no_pointers_outside_the_repository():
             if file == ORACLE: continue
             for found in outside_pointers(line):
                 findings.append((file, found, f"line {n}: {line.strip()[:120]}"))
-    _report(findings, "absolute /work paths or pointers to the developers' folder beside the checkout "
+    _report(findings, "absolute paths under the developers' working folder or pointers to the developers' folder beside the checkout "
                       "(write what the reader needs into the notebook; optional oracles go through "
                       "tests/reference_oracle.py)")
