@@ -819,8 +819,9 @@ class Isolation:
 
 @dataclass
 class ExecResult:
-    """One call's outcome. `output` is exactly what goes back to the model (stdout, stderr, rich results as text,
-    a trimmed traceback, cut at the limit with `<output cut>`, then any timeout or restart notice)."""
+    """One call's outcome. `output` is exactly what goes back to the model, in the form NVIDIA's harness sends
+    (`harness_text`: stdout with values and IPython's plain traceback, then stderr, each cut at the limit with
+    `<output cut>`; or `Execution timed out after N seconds`), then any notice of ours (a crash, a refused flood)."""
     output: str
     error: str | None = None          # None, or a short description: "ZeroDivisionError: division by zero", ...
     timed_out: bool = False
