@@ -205,20 +205,9 @@ class _Cgroups:
             if m: return int(m.group(1))
         return 0
 
-    def kill(self, pids) -> None:
-        for p in pids:
-            try: os.kill(p, signal.SIGKILL)
-            except OSError: pass
+    def pids_inside(self) -> set[int]: return _procs_in(self.dirs)
 
-    def pids_inside(self) -> set[int]:
-        return {int(x) for d in self.dirs for x in _read(os.path.join(d, "cgroup.procs")).split()}
-
-    def kill_all(self, timeout: float = 5.0) -> None:
-        "SIGKILL every process in the groups until none is left (a fork loop cannot outrun it: the pids limit holds)."
-        end = time.monotonic() + timeout
-        while (pids := self.pids_inside()) and time.monotonic() < end:
-            self.kill(pids)
-            time.sleep(0.01)
+    def kill_all(self, timeout: float = 5.0) -> None: _kill_in(self.dirs, timeout)
 
     @staticmethod
     def _rmdir(d: str) -> None:
@@ -231,6 +220,22 @@ class _Cgroups:
         self.kill_all()
         for d in self.dirs: self._rmdir(d)
         self.dirs = []
+
+def _procs_in(dirs) -> set[int]:
+    "The processes in cgroup directories `dirs`."
+    return {int(x) for d in dirs for x in _read(os.path.join(d, "cgroup.procs")).split()}
+
+def _sigkill(pids) -> None:
+    for p in pids:
+        try: os.kill(p, signal.SIGKILL)
+        except OSError: pass
+
+def _kill_in(dirs, timeout: float = 5.0) -> None:
+    "SIGKILL every process in the groups until none is left (a fork loop cannot outrun it: the pids limit holds)."
+    end = time.monotonic() + timeout
+    while (pids := _procs_in(dirs)) and time.monotonic() < end:
+        _sigkill(pids)
+        time.sleep(0.01)
 
 def _pid_alive(pid: int) -> bool:
     try: os.kill(pid, 0)
@@ -671,13 +676,7 @@ def _supervise(cfg: dict, init: int, r: int, log_r: int) -> None:
 
 def _clean_up_after_owner(cfg: dict) -> None:
     "What `close()` would have done: stop every process in the groups, remove them, give back a workdir, remove the run directory."
-    for _ in range(100):
-        pids = [int(p) for d in cfg["cgroups"] for p in _read(os.path.join(d, "cgroup.procs")).split()]
-        if not pids: break
-        for p in pids:
-            try: os.kill(p, signal.SIGKILL)
-            except OSError: pass
-        time.sleep(0.02)
+    _kill_in(cfg["cgroups"], timeout=2.0)
     for d in cfg["cgroups"]: _Cgroups._rmdir(d)
     try:
         if cfg.get("workdir_owner"): _give_back(cfg["workdir"], cfg["workdir_id"], cfg["uid"], *cfg["workdir_owner"])
@@ -1319,7 +1318,7 @@ def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecRe
         if r.notes: notes.append(r.notes)
         if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
             # A call that timed out or hit the process limit leaves none of the processes it started behind.
-            left = cg.pids_inside() - pids_before - {self.kernel_pid}
+            left = cg.pids_inside() - pids_before          # the kernel and its init were there before the call
             if left: self._stop_children(left)
             if cg.refusals() > refused_before:
                 notes.append(f"Starting more processes was refused (limit: {self.max_processes} tasks)"
@@ -1384,7 +1383,9 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
             pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
             if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
             room = _IMAGES_CAP - sum(len(i["data"]) for i in r.images)
-            kept = [p for p in pics if len(p["data"]) <= room and (room := room - len(p["data"])) >= 0]
+            kept = []
+            for pic in pics:
+                if len(pic["data"]) <= room: kept.append(pic); room -= len(pic["data"])
             if len(kept) < len(pics): r.stderr.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
             r.images += kept
             if "text/plain" in data and not pics:          # an image's repr is noise
@@ -1422,7 +1423,7 @@ _REAP = """exec('import os\\nwhile True:\\n    try:\\n        if os.waitpid(-1, 
 def _stop_children(self: PythonSandbox, pids: set) -> None:
     "Kill processes the kernel started, wait until they are dead, and have the kernel reap them."
     cg, end = self._res.cgroups, time.monotonic() + 2
-    cg.kill(pids)
+    _sigkill(pids)
     while time.monotonic() < end and any(_read(f"/proc/{p}/stat", ") Z").rsplit(")", 1)[-1].split()[:1] != ["Z"] for p in pids):
         time.sleep(0.005)
     msg_id = self._res.kc.execute(_REAP, silent=True, store_history=False, allow_stdin=False)

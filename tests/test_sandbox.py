@@ -198,14 +198,15 @@ def test_close_leaves_nothing_behind():
     import psutil
     s = PythonSandbox()
     s.run("import subprocess; p = subprocess.Popen(['sleep', '60'])")
-    pid, dirs, work = s.kernel_pid, list(s._res.dirs), s.workdir
+    pid, dirs = s.kernel_pid, list(s._res.dirs)
     kids = [c.pid for c in psutil.Process(pid).children(recursive=True)]
     assert kids
     s.close()
     time.sleep(0.2)
     for p in [pid] + kids:
         assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
-    assert not any(os.path.exists(d) for d in dirs) and not os.path.exists(work)
+    assert not any(os.path.exists(d) for d in dirs)
+    assert not any(d in line for d in dirs for line in open("/proc/self/mountinfo"))    # the socket tmpfs is unmounted too
     assert not [c for c in psutil.Process().children() if c.status() == psutil.STATUS_ZOMBIE]
     with pytest.raises(SandboxError, match="closed"): s.run("1")
     s.close()   # idempotent
