@@ -2,7 +2,7 @@
 
 Nemotron-Cascade-2 keeps the chat template and the architecture of Nemotron-3-Nano-30B-A3B. Their published
 files (the chat template and `config.json`) are not copied into this repository: `cascade_lab.chat` writes the
-format's rules in Python, and `nbs/03_model.ipynb` writes down the architecture. Tests and notebook test cells
+format's rules in Python, and `nbs/07_model.ipynb` writes down the architecture. Tests and notebook test cells
 that compare against the official files get them from `find_reference`, the one place that knows where to look,
 and SKIP, giving its `reason`, when it finds nothing. Nothing else in the repository may point to these places.
 

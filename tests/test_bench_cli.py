@@ -1,6 +1,6 @@
-"""The kernel workbench scripts as CI can run them, on a CPU: `kernels/bench_moe.py --cpu` (the torch experts
-backends, and our Triton kernels under the interpreter, must agree), `kernels/bench_moe.py --dry-run-cpu`
-(the GPU mode's code at tiny shapes) and `kernels/tune_moe.py` (must refuse: tuning needs a GPU). Each runs
+"""The kernel workbench scripts as CI can run them, on a CPU: `benchmarks/bench_moe.py --cpu` (the torch experts
+backends, and our Triton kernels under the interpreter, must agree), `benchmarks/bench_moe.py --dry-run-cpu`
+(the GPU mode's code at tiny shapes) and `benchmarks/tune_moe.py` (must refuse: tuning needs a GPU). Each runs
 in a subprocess, as a person runs it; about 45 s in all."""
 import os
 import subprocess
@@ -20,7 +20,7 @@ def run(*args, timeout=120, **env):
 
 
 def test_bench_cpu_short_mode_agrees():
-    r = run("kernels/bench_moe.py", "--cpu", TRITON_INTERPRET="1")
+    r = run("benchmarks/bench_moe.py", "--cpu", TRITON_INTERPRET="1")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     assert "CPU timings say NOTHING about GPU performance" in out
@@ -38,7 +38,7 @@ def test_bench_cpu_short_mode_agrees():
 
 @pytest.mark.skipif(ON_GPU, reason="on a GPU machine tune_moe.py tunes instead of refusing")
 def test_tune_refuses_without_a_gpu():
-    r = run("kernels/tune_moe.py", timeout=60)
+    r = run("benchmarks/tune_moe.py", timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "tuning needs a CUDA GPU" in r.stderr
     assert "gpu_check.sh" in r.stderr
@@ -48,7 +48,7 @@ def test_tune_refuses_without_a_gpu():
 def test_bench_gpu_code_dry_run_on_cpu(tmp_path):
     # the GPU mode's table, goals and markdown, at tiny shapes on CPU under the interpreter (both kernel paths)
     res = tmp_path / "RESULTS.md"
-    r = run("kernels/bench_moe.py", "--dry-run-cpu", "--no-decode", "--tokens", "1,64", "--results", str(res))
+    r = run("benchmarks/bench_moe.py", "--dry-run-cpu", "--no-decode", "--tokens", "1,64", "--results", str(res))
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "GOAL PASS ours matches moe_reference" in r.stdout
     text = res.read_text()
@@ -56,7 +56,7 @@ def test_bench_gpu_code_dry_run_on_cpu(tmp_path):
 
 
 def test_bench_sandbox_quick_run():
-    r = run("kernels/bench_sandbox.py", "--calls", "20", "--starts", "1")
+    r = run("benchmarks/bench_sandbox.py", "--calls", "20", "--starts", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warm print(1) round trip, median of 20" in r.stdout and "results correct" in r.stdout
     assert "| zombie processes at the end | 0 | 0 |" in r.stdout

@@ -2,11 +2,11 @@
 outside it.
 
 1. Every test file (`tests/NAME.py`, or a bare `test_NAME.py`) and every notebook (`nbs/NN_name.ipynb`, or a bare
-   `NN_name.ipynb`) named in a notebook's cells (code and markdown), in README.md, kernels/ (its documents and
+   `NN_name.ipynb`) named in a notebook's cells (code and markdown), in README.md, benchmarks/ (its documents and
    scripts), docs/, scripts/ or tests/ exists in the repository. A renamed or merged test must not leave
    readers looking for a file that is gone.
 
-2. No tracked text file in nbs/, cascade_lab/, tests/, kernels/, docs/ or README.md
+2. No tracked text file in nbs/, cascade_lab/, tests/, benchmarks/, docs/ or README.md
    a. contains an absolute path under the developers' working directory (the folder `work` at the file system's root): a user's clone is
       elsewhere, so such a path is wrong for everyone else;
    b. names the developers' reference folder that sits beside their checkout and that users never have: `../shared`
@@ -14,9 +14,9 @@ outside it.
       written as pathlib parts `"shared" / "reference"`), or one of its documents by its bare name (`FORMAT.md`,
       `MODEL.md`, `DESIGN.md`: this repository has no such files, so naming one sends the reader to a file they
       cannot open). What a reader needs is written in the notebooks instead: the conversation format in
-      nbs/00_chat.ipynb, the model's facts in nbs/03_model.ipynb.
+      nbs/00_chat.ipynb, the model's facts in nbs/07_model.ipynb.
    The one exception to (b) is tests/reference_oracle.py, the single lookup of the OPTIONAL test oracle (the
-   official chat template and config): tests, notebook test cells and kernels/bench_moe.py reach the folder only
+   official chat template and config): tests, notebook test cells and benchmarks/bench_moe.py reach the folder only
    through its `find_reference`, and skip with its reason when nothing is found. This file is exempt from both
    rules because it spells out the patterns. Words like "shared expert" or `shared_experts` are not pointers.
 
@@ -78,7 +78,7 @@ def cell_sources(rel: str) -> str:
 
 def reader_texts() -> dict[str, str]:
     "The texts whose mentions of test files and notebooks must resolve (rule 1)."
-    files = [f for f in tracked("nbs", "README.md", "kernels", "docs", "scripts", "tests")
+    files = [f for f in tracked("nbs", "README.md", "benchmarks", "docs", "scripts", "tests")
              if f.endswith((".ipynb", ".md", ".py", ".sh", ".txt")) and f != THIS]
     out = {}
     for f in files:
@@ -103,12 +103,12 @@ def mentioned_files(text: str) -> set[tuple[str, str]]:
 
 
 def test_mentions_are_found_in_examples():
-    text = ("see `tests/test_chat_parity.py` and test_demo.py; nbs/00_chat.ipynb, 03_model.ipynb, "
-            "../nbs/05_demo.ipynb; not tests/ alone, not my_test_x.py")
+    text = ("see `tests/test_chat_parity.py` and test_demo.py; nbs/00_chat.ipynb, 07_model.ipynb, "
+            "../nbs/06_demo.ipynb; not tests/ alone, not my_test_x.py")
     assert mentioned_files(text) == {
         ("tests/test_chat_parity.py", "tests/test_chat_parity.py"), ("test_demo.py", "tests/test_demo.py"),
-        ("nbs/00_chat.ipynb", "nbs/00_chat.ipynb"), ("03_model.ipynb", "nbs/03_model.ipynb"),
-        ("nbs/05_demo.ipynb", "nbs/05_demo.ipynb")}
+        ("nbs/00_chat.ipynb", "nbs/00_chat.ipynb"), ("07_model.ipynb", "nbs/07_model.ipynb"),
+        ("nbs/06_demo.ipynb", "nbs/06_demo.ipynb")}
 
 
 def _report(findings: list[tuple[str, str, str]], what: str):
@@ -139,7 +139,7 @@ SHARED = re.compile(
     r"|(?<![\w.-])shared/(?:reference|model-card|hooks|[A-Za-z_-]+\.md)\b"     # shared/reference, shared/FORMAT.md
     r"|[\"']shared[\"']\s*/\s*[\"'](?:reference|model-card|hooks)"             # "shared" / "reference"
     r"|(?<![\w/.-])(?:FORMAT|MODEL|DESIGN)\.md\b")                              # the folder's documents by name
-CHECKED = ("nbs", "cascade_lab", "tests", "kernels", "docs", "README.md")
+CHECKED = ("nbs", "cascade_lab", "tests", "benchmarks", "docs", "README.md")
 
 
 def outside_pointers(text: str) -> list[str]:
@@ -151,7 +151,7 @@ def test_pointer_patterns():
            "Path('../../shared/reference/x.json')", "shared/model-card/"]
     good = ["the shared expert", "moe_shared_expert_intermediate_size", "shared_experts.up_proj",
             'shared = tmp_root / "shared"', "shared memory", "/tmp, /var/tmp (shared temporary directories)",
-            "nbs/00_chat.ipynb", "README.md", "kernels/RESULTS.md", "a shared/ mount"]
+            "nbs/00_chat.ipynb", "README.md", "benchmarks/RESULTS.md", "a shared/ mount"]
     assert all(outside_pointers(t) for t in bad), [t for t in bad if not outside_pointers(t)]
     assert not any(outside_pointers(t) for t in good), [t for t in good if outside_pointers(t)]
 

@@ -474,7 +474,7 @@ def test_hypothesis_round_trip(n, layers, experts, steps, logits, seed, routing,
 
 # --- the benchmark script ----------------------------------------------------------------------------------
 def test_bench_script_runs(tmp_path):
-    out = subprocess.run([sys.executable, str(ROOT / "kernels" / "bench_trace.py"), "--tokens", "300", "--runs", "1",
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_trace.py"), "--tokens", "300", "--runs", "1",
                           "--dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     for s in ("save (Trace.save", "load (Trace.load", "file size", "the loaded trace equals the saved one"):

@@ -13,8 +13,8 @@ Measures, with the sandbox's full isolation (whatever this machine allows; the r
 Goals (issue 6): warm median <= 30 ms, start <= 3 s, memory flat (growth <= 10 MB over the calls) and no
 zombies. Exit status 1 if the results are wrong, and with --strict also if a goal is missed.
 
-    python kernels/bench_sandbox.py
-    python kernels/bench_sandbox.py --calls 50 --starts 2     # a quick run
+    python benchmarks/bench_sandbox.py
+    python benchmarks/bench_sandbox.py --calls 50 --starts 2     # a quick run
 """
 from __future__ import annotations
 

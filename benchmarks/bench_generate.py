@@ -1,7 +1,7 @@
 """Generation benchmarks on the demo model (CPU or GPU): the cost of recording routing, and `generate`
 against transformers' own `model.generate` on the same prompt and settings.
 
-    python kernels/bench_generate.py [--tokens 128] [--reps 5]
+    python benchmarks/bench_generate.py [--tokens 128] [--reps 5]
 
 Prints tokens/s (median of interleaved repetitions) and the ratios the goals are stated in:
 recording overhead at most 5 %, `generate` at least 0.95x `model.generate`."""

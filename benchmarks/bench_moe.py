@@ -14,7 +14,7 @@ Modes
       against `moe_reference` at every T, reports the fraction of the HBM roofline, prints PASS/FAIL
       against the goals, then (unless --no-decode) builds the whole model on the GPU with random
       weights and measures greedy decoding tokens/s at batch 1 and 32, `cascade_triton` vs `grouped_mm`.
-      --results PATH writes the tables as markdown (kernels/gpu_check.sh uses it for RESULTS.md).
+      --results PATH writes the tables as markdown (benchmarks/gpu_check.sh uses it for RESULTS.md).
   CPU short mode (--cpu, or automatic without CUDA)
       Tiny shapes in fp32: the torch backends must agree with each other and with `moe_reference`
       (and our Triton kernels too, at one tiny shape, when TRITON_INTERPRET=1 is set). Exits non-zero
@@ -54,7 +54,7 @@ import cascade_lab  # noqa: E402,F401  (importing it registers the `cascade_trit
 from cascade_lab.kernels.moe import (MoEConfig, device_name, fused_moe, get_moe_config,  # noqa: E402
                                      load_tuned_configs, moe_reference, triton_unavailable_reason)
 
-# ---- facts (nbs/03_model.ipynb) ----------------------------------------------------------------------
+# ---- facts (nbs/07_model.ipynb) ----------------------------------------------------------------------
 BENCH_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 HBM_BYTES_PER_S = 4.8e12            # H200 HBM3e, datasheet
 OURS = "cascade_triton"
@@ -66,7 +66,7 @@ GOAL_ROOFLINE = 0.70                # fraction of the HBM roofline ...
 GOAL_ROOFLINE_MAX_T = 8             # ... at T <= 8
 
 # The checkpoint's config: the published config.json of Nemotron-3-Nano-30B-A3B, which Cascade-2 keeps (its
-# architecture is written out in nbs/03_model.ipynb). Used when no config file is at hand (model_config_dict).
+# architecture is written out in nbs/07_model.ipynb). Used when no config file is at hand (model_config_dict).
 MODEL_CONFIG_FALLBACK = {
     "architectures": ["NemotronHForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
     "bos_token_id": 1, "chunk_size": 128, "conv_kernel": 4, "eos_token_id": 2, "expand": 2, "head_dim": 128,

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The ONE prepared GPU check of the MoE kernels. Run it from anywhere in the repo on a machine with an
-# NVIDIA GPU (no network needed; what the machine needs, packages and versions: kernels/README.md):
+# NVIDIA GPU (no network needed; what the machine needs, packages and versions: benchmarks/README.md):
 #
-#   bash kernels/gpu_check.sh                      # everything lands in ${OUT:-/tmp/gpu_out}
-#   GPU_CHECK_BUDGET_S=570 OUT=/somewhere bash kernels/gpu_check.sh
+#   bash benchmarks/gpu_check.sh                      # everything lands in ${OUT:-/tmp/gpu_out}
+#   GPU_CHECK_BUDGET_S=570 OUT=/somewhere bash benchmarks/gpu_check.sh
 #
 # Steps, each under `timeout` and all inside one budget (GPU_CHECK_BUDGET_S, default 570 s, so the whole
 # script fits in ten minutes; the steps' limits shrink when time runs short):
@@ -11,20 +11,20 @@
 #      repo's .venv (on a machine without a GPU `make` fills it with a CPU build of torch). It uses the
 #      first Python whose torch sees CUDA: $GPU_PYTHON, then a virtual environment under /opt (/opt/*/.venv,
 #      where CUDA images often keep theirs), then python3. When no such Python exists it STOPS with a message and exit
-#      status 3. Wheels put in .whl/ (see kernels/README.md: e.g. the transformers version the project pins,
+#      status 3. Wheels put in .whl/ (see benchmarks/README.md: e.g. the transformers version the project pins,
 #      or nbdev + execnb) are installed to /tmp/site first and put ahead of that Python's packages.
 #   1. The repo is made importable: `pip install -e . --no-deps --no-build-isolation` into that Python when
 #      it works (it may not: no network, old setuptools), and PYTHONPATH=<repo> in any case.
 #   2. nbdev-test --flags gpu over the notebooks that have `#| gpu` cells (skipped, with a note, when there are
 #      none or nbdev/execnb are not importable).
 #   3. python -m pytest tests/test_kernels_moe.py (natively on the GPU: no interpreter).
-#   4. kernels/tune_moe.py --budget-s 240 (less when the budget is short): writes the tuned table to
+#   4. benchmarks/tune_moe.py --budget-s 240 (less when the budget is short): writes the tuned table to
 #      cascade_lab/kernels/configs/E=128,N=1856,device_name=<GPU>.json.
-#   5. kernels/bench_moe.py --results $OUT/RESULTS.md: kernel table, goals, whole-model decode figure.
+#   5. benchmarks/bench_moe.py --results $OUT/RESULTS.md: kernel table, goals, whole-model decode figure.
 #   6. Copies the tuned JSON to $OUT/configs/ under a safe name (letters, digits, '.', '_' and '-' only, so
 #      that any copying tool takes it; the real name is in summary.txt) and writes the summary.
 # $OUT receives at most 4 files: gpu_check.log (all output), summary.txt, RESULTS.md, configs/<one>.json.
-# To publish: copy $OUT/RESULTS.md to kernels/RESULTS.md and the JSON, renamed back to its real name, to
+# To publish: copy $OUT/RESULTS.md to benchmarks/RESULTS.md and the JSON, renamed back to its real name, to
 # cascade_lab/kernels/configs/.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
@@ -104,7 +104,7 @@ done
 if [[ -z $PY ]]; then
   record "python with CUDA torch" "NONE FOUND"
   log "STOP: no Python on this machine has a torch that sees a CUDA GPU, and none can be installed (no network)."
-  log "      Set GPU_PYTHON to one that does, or carry a CUDA torch as wheels in .whl/ (kernels/README.md)."
+  log "      Set GPU_PYTHON to one that does, or carry a CUDA torch as wheels in .whl/ (benchmarks/README.md)."
   finish 3
 fi
 record "python" "$PY"
@@ -167,14 +167,14 @@ step "pytest tests/test_kernels_moe.py" 180 "$PY" -m pytest tests/test_kernels_m
 tune_s=$(($(left) - BENCH_RESERVE - 60))
 ((tune_s > TUNE_MAX)) && tune_s=$TUNE_MAX
 if ((tune_s >= 60)); then
-  step "tune_moe.py --budget-s $tune_s" $((tune_s + 60)) "$PY" kernels/tune_moe.py --budget-s "$tune_s"
+  step "tune_moe.py --budget-s $tune_s" $((tune_s + 60)) "$PY" benchmarks/tune_moe.py --budget-s "$tune_s"
 else
   record "tune_moe.py" "SKIPPED: only $(left) s left: tuning needs 60 s beyond the ${BENCH_RESERVE} s kept for the benchmark"
 fi
 
 # ---- 5. benchmark -----------------------------------------------------------------------------------
 bench_s=$(($(left) - 15))
-step "bench_moe.py" "$bench_s" "$PY" kernels/bench_moe.py --results "$OUT/RESULTS.md" --budget-s $((bench_s - 20))
+step "bench_moe.py" "$bench_s" "$PY" benchmarks/bench_moe.py --results "$OUT/RESULTS.md" --budget-s $((bench_s - 20))
 if [[ -f $OUT/RESULTS.md ]]; then record "RESULTS.md" "written"; else record "RESULTS.md" "MISSING"; fi
 
 # ---- 6. tuned configs -------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ the goals (save <= 1 s, load <= 1 s, file <= 25 MB, MB = 10^6 bytes). The in-mem
 `from_bytes`) are timed too, so the cost of the disk can be told apart. The loaded trace must equal the saved
 one: the script exits 1 if it does not (and, with --strict, if a goal is missed).
 
-    python kernels/bench_trace.py                       # the goals' shape
-    python kernels/bench_trace.py --tokens 4096 --runs 3
+    python benchmarks/bench_trace.py                       # the goals' shape
+    python benchmarks/bench_trace.py --tokens 4096 --runs 3
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ for p in (str(HERE), str(REPO)):
 
 DEFAULT_OUT = REPO / "cascade_lab" / "kernels" / "configs"
 NO_GPU = ("tune_moe.py: tuning needs a CUDA GPU: launch configurations are chosen by timing the kernels on the "
-          "GPU they will run on, and {why}. Run it on a GPU machine (kernels/gpu_check.sh does); "
+          "GPU they will run on, and {why}. Run it on a GPU machine (benchmarks/gpu_check.sh does); "
           "--dry-run-cpu only exercises the search at tiny shapes under the Triton interpreter.")
 
 SMEM_LIMIT = 200 * 1024       # bytes of shared memory a candidate may ask for (H100/H200: 227 KB per block)
