@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fastcore.basics import patch
 from safetensors.numpy import load as _st_load, save as _st_save
 
 from . import __version__
@@ -160,50 +161,61 @@ class Routing:
                 r = r.astype(bool)
             self.recorded = None if r.all() else np.ascontiguousarray(r)
 
-    def __len__(self) -> int: return self.experts.shape[0]
-    @property
-    def k(self) -> int: return self.experts.shape[2]
+# %% ../nbs/03_trace.ipynb #063d69c9
+@patch
+def __len__(self: Routing) -> int: return self.experts.shape[0]
 
-    def recorded_mask(self) -> np.ndarray:
-        "bool [tokens]: which rows hold a router decision."
-        return np.ones(len(self), bool) if self.recorded is None else self.recorded
+@patch(as_prop=True)
+def k(self: Routing) -> int: return self.experts.shape[2]
 
-    def expert_load(self, layer: int | None = None, tokens=slice(None)) -> np.ndarray:
-        """How often each expert was chosen over `tokens` (a slice, indices or mask; unrecorded rows left out):
-        [n_moe_layers, num_experts], or [num_experts] for one `layer` (a position in `layers`, not a model layer index)."""
-        sel = _select(tokens, len(self)) & self.recorded_mask()
-        L, E = len(self.layers), self.num_experts
-        if layer is not None:
-            if not -L <= layer < L: raise ValueError(f"layer is a position in 0..{L - 1} (Routing.layers), got {layer}")
-            return np.bincount(self.experts[sel, layer].ravel(), minlength=E)
-        flat = self.experts[sel].astype(np.int32) + (np.arange(L, dtype=np.int32) * E)[None, :, None]
-        return np.bincount(flat.ravel(), minlength=L * E).reshape(L, E)
+@patch
+def recorded_mask(self: Routing) -> np.ndarray:
+    "bool [tokens]: which rows hold a router decision."
+    return np.ones(len(self), bool) if self.recorded is None else self.recorded
 
-    def concat(self, other: Routing) -> Routing:
-        "This routing followed by `other`'s tokens (appending the routing of newly processed tokens)."
-        if (self.layers, self.num_experts, self.k) != (other.layers, other.num_experts, other.k):
-            raise ValueError("Routing.concat: the layers, num_experts and k of both must match")
-        for name in ("weights", "scores", "logits"):
-            if (getattr(self, name) is None) != (getattr(other, name) is None):
-                raise ValueError(f"Routing.concat: {name} is recorded in one routing and not the other")
-        cat = lambda a, b: None if a is None else np.concatenate([a, b])
-        rec = None if self.recorded is None and other.recorded is None else \
-            np.concatenate([self.recorded_mask(), other.recorded_mask()])
-        return Routing(np.concatenate([self.experts, other.experts]), cat(self.weights, other.weights),
-                       cat(self.scores, other.scores), self.layers, self.num_experts,
-                       cat(self.logits, other.logits), rec)
+# %% ../nbs/03_trace.ipynb #fffecd8d
+@patch
+def expert_load(self: Routing, layer: int | None = None, tokens=slice(None)) -> np.ndarray:
+    """How often each expert was chosen over `tokens` (a slice, indices or mask; unrecorded rows left out):
+    [n_moe_layers, num_experts], or [num_experts] for one `layer` (a position in `layers`, not a model layer index)."""
+    sel = _select(tokens, len(self)) & self.recorded_mask()
+    L, E = len(self.layers), self.num_experts
+    if layer is not None:
+        if not -L <= layer < L: raise ValueError(f"layer is a position in 0..{L - 1} (Routing.layers), got {layer}")
+        return np.bincount(self.experts[sel, layer].ravel(), minlength=E)
+    flat = self.experts[sel].astype(np.int32) + (np.arange(L, dtype=np.int32) * E)[None, :, None]
+    return np.bincount(flat.ravel(), minlength=L * E).reshape(L, E)
 
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Routing): return NotImplemented
-        return (self.layers == other.layers and self.num_experts == other.num_experts and
-                all(_arrays_equal(getattr(self, n), getattr(other, n))
-                    for n in ("experts", "weights", "scores", "logits", "recorded")))
+# %% ../nbs/03_trace.ipynb #d313ba66
+@patch
+def concat(self: Routing, other: Routing) -> Routing:
+    "This routing followed by `other`'s tokens (appending the routing of newly processed tokens)."
+    if (self.layers, self.num_experts, self.k) != (other.layers, other.num_experts, other.k):
+        raise ValueError("Routing.concat: the layers, num_experts and k of both must match")
+    for name in ("weights", "scores", "logits"):
+        if (getattr(self, name) is None) != (getattr(other, name) is None):
+            raise ValueError(f"Routing.concat: {name} is recorded in one routing and not the other")
+    cat = lambda a, b: None if a is None else np.concatenate([a, b])
+    rec = None if self.recorded is None and other.recorded is None else \
+        np.concatenate([self.recorded_mask(), other.recorded_mask()])
+    return Routing(np.concatenate([self.experts, other.experts]), cat(self.weights, other.weights),
+                   cat(self.scores, other.scores), self.layers, self.num_experts,
+                   cat(self.logits, other.logits), rec)
 
-    def __repr__(self) -> str:
-        T, L, k = self.experts.shape
-        have = [n for n in ("weights", "scores", "logits") if getattr(self, n) is not None]
-        gaps = "" if self.recorded is None else f", {int((~self.recorded).sum())} unrecorded"
-        return f"Routing({T:,} tokens x {L} MoE layers, top-{k} of {self.num_experts}; {', '.join(have) or 'ids only'}{gaps})"
+# %% ../nbs/03_trace.ipynb #ff3bf2ad
+@patch
+def __eq__(self: Routing, other) -> bool:
+    if not isinstance(other, Routing): return NotImplemented
+    return (self.layers == other.layers and self.num_experts == other.num_experts and
+            all(_arrays_equal(getattr(self, n), getattr(other, n))
+                for n in ("experts", "weights", "scores", "logits", "recorded")))
+
+@patch
+def __repr__(self: Routing) -> str:
+    T, L, k = self.experts.shape
+    have = [n for n in ("weights", "scores", "logits") if getattr(self, n) is not None]
+    gaps = "" if self.recorded is None else f", {int((~self.recorded).sum())} unrecorded"
+    return f"Routing({T:,} tokens x {L} MoE layers, top-{k} of {self.num_experts}; {', '.join(have) or 'ids only'}{gaps})"
 
 # %% ../nbs/03_trace.ipynb #825fb9fe
 def _span(name: str, v) -> tuple[int, int]:
@@ -313,7 +325,7 @@ def _per_token(name: str, x, n: int) -> np.ndarray:
     if a.dtype.kind not in "fiu" or a.shape != (n,): raise ValueError(f"Trace.{name} must be {n} real numbers (one per token), got {a.dtype} {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float32)
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class Trace:
     "The record of one run (see the conventions above); `save` / `Trace.load` write and read it as one file."
     model: ModelInfo
@@ -371,82 +383,92 @@ class Trace:
                                  f"(layers {m.moe_layers}, {m.num_experts} experts, top-{m.top_k})")
         elif not self.routing_note: self.routing_note = "routing was not recorded"
 
-    # --- convenience -----------------------------------------------------------------------------------
-    def __len__(self) -> int: return len(self.token_ids)
+# %% ../nbs/03_trace.ipynb #b0b70e70
+@patch
+def __len__(self: Trace) -> int: return len(self.token_ids)
 
-    @property
-    def num_prompt_tokens(self) -> int:
-        "Tokens of the first prompt (all tokens when the trace has no generation step)."
-        return self.steps[0].generated[0] if self.steps else len(self)
+@patch(as_prop=True)
+def num_prompt_tokens(self: Trace) -> int:
+    "Tokens of the first prompt (all tokens when the trace has no generation step)."
+    return self.steps[0].generated[0] if self.steps else len(self)
 
-    @property
-    def num_generated_tokens(self) -> int: return sum(b - a for a, b in (s.generated for s in self.steps))
+@patch(as_prop=True)
+def num_generated_tokens(self: Trace) -> int: return sum(b - a for a, b in (s.generated for s in self.steps))
 
-    @property
-    def text(self) -> str:
-        "The join of the token strings after the first prompt."
-        return "".join(self.tokens[self.num_prompt_tokens:])
+@patch(as_prop=True)
+def text(self: Trace) -> str:
+    "The join of the token strings after the first prompt."
+    return "".join(self.tokens[self.num_prompt_tokens:])
 
-    def step_text(self, i: int) -> str:
-        "The generated text of step `i`."
-        return "".join(self.tokens[slice(*self.steps[i].generated)])
+@patch
+def step_text(self: Trace, i: int) -> str:
+    "The generated text of step `i`."
+    return "".join(self.tokens[slice(*self.steps[i].generated)])
 
-    def generated_mask(self) -> np.ndarray:
-        "bool [tokens]: True for generated tokens."
-        m = np.zeros(len(self), bool)
-        for s in self.steps: m[slice(*s.generated)] = True
-        return m
+# %% ../nbs/03_trace.ipynb #a8ff588b
+@patch
+def generated_mask(self: Trace) -> np.ndarray:
+    "bool [tokens]: True for generated tokens."
+    m = np.zeros(len(self), bool)
+    for s in self.steps: m[slice(*s.generated)] = True
+    return m
 
-    def token_segments(self) -> np.ndarray:
-        "int [tokens]: the index in `segments` of each token's segment, -1 for none."
-        out = np.full(len(self), -1, np.int32)
-        for i, sg in enumerate(self.segments): out[sg.start:sg.end] = i
-        return out
+@patch
+def token_segments(self: Trace) -> np.ndarray:
+    "int [tokens]: the index in `segments` of each token's segment, -1 for none."
+    out = np.full(len(self), -1, np.int32)
+    for i, sg in enumerate(self.segments): out[sg.start:sg.end] = i
+    return out
 
-    def __repr__(self) -> str:
-        m, n, p = self.model, len(self), self.num_prompt_tokens
-        steps = f"{len(self.steps)} step{'s' * (len(self.steps) != 1)}"
-        r = self.routing
-        routing = (f"routing {len(r.layers)} MoE layers x top-{r.k} of {r.num_experts}" if r is not None
-                   else f"no routing ({self.routing_note})")
-        return f"Trace({m.name} [{m.kind}]: {n:,} tokens = {p:,} prompt + {n - p:,} after it, {steps}, {routing})"
+# %% ../nbs/03_trace.ipynb #bd14bc15
+@patch
+def __repr__(self: Trace) -> str:
+    m, n, p = self.model, len(self), self.num_prompt_tokens
+    steps = f"{len(self.steps)} step{'s' * (len(self.steps) != 1)}"
+    r = self.routing
+    routing = (f"routing {len(r.layers)} MoE layers x top-{r.k} of {r.num_experts}" if r is not None
+               else f"no routing ({self.routing_note})")
+    return f"Trace({m.name} [{m.kind}]: {n:,} tokens = {p:,} prompt + {n - p:,} after it, {steps}, {routing})"
 
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Trace): return NotImplemented
-        for f in self.__dataclass_fields__:
-            a, b = getattr(self, f), getattr(other, f)
-            if not (_arrays_equal(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b): return False
-        return True
+@patch
+def __eq__(self: Trace, other) -> bool:
+    if not isinstance(other, Trace): return NotImplemented
+    for f in self.__dataclass_fields__:
+        a, b = getattr(self, f), getattr(other, f)
+        if not (_arrays_equal(a, b) if isinstance(a, np.ndarray) or isinstance(b, np.ndarray) else a == b): return False
+    return True
 
-    # --- the file (the format is described in the next section) --------------------------------------
-    def to_bytes(self) -> bytes:
-        "The trace file's bytes."
-        return _encode(self)
+# %% ../nbs/03_trace.ipynb #d31ad58b
+@patch
+def to_bytes(self: Trace) -> bytes:
+    "The trace file's bytes."
+    return _encode(self)
 
-    @classmethod
-    def from_bytes(cls, data, source: str = "<bytes>") -> Trace:
-        "A trace from a trace file's bytes; `source` names it in error messages."
-        return _decode(data, source)
+@patch(cls_method=True)
+def from_bytes(cls: Trace, data, source: str = "<bytes>") -> Trace:
+    "A trace from a trace file's bytes; `source` names it in error messages."
+    return _decode(data, source)
 
-    def save(self, path) -> Path:
-        "Write the trace to `path` (suggested suffix `.trace.safetensors`), atomically: the old file or the new, never half of one."
-        _atomic_write(path, self.to_bytes())
-        return Path(path)
+@patch
+def save(self: Trace, path) -> Path:
+    "Write the trace to `path` (suggested suffix `.trace.safetensors`), atomically: the old file or the new, never half of one."
+    _atomic_write(path, self.to_bytes())
+    return Path(path)
 
-    @classmethod
-    def load(cls, path) -> Trace:
-        "Read a saved trace; needs no model and no GPU. Raises `TraceFileError` on a file that is not a readable trace."
-        source = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                size, head = os.fstat(f.fileno()).st_size, f.read(8)
-                if len(head) == 8 and struct.unpack("<Q", head)[0] <= _MAX_HEADER: head += f.read(struct.unpack("<Q", head)[0])
-                _read_header(head, size, source)        # a file that is no trace is refused before its bulk is read
-                f.seek(0)
-                data = f.read()
-        except FileNotFoundError: raise TraceFileNotFoundError(f"no trace file at {source!r}") from None
-        except IsADirectoryError: raise TraceFileError(f"{source!r} is a directory, not a trace file") from None
-        return _decode(data, source)
+@patch(cls_method=True)
+def load(cls: Trace, path) -> Trace:
+    "Read a saved trace; needs no model and no GPU. Raises `TraceFileError` on a file that is not a readable trace."
+    source = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            size, head = os.fstat(f.fileno()).st_size, f.read(8)
+            if len(head) == 8 and struct.unpack("<Q", head)[0] <= _MAX_HEADER: head += f.read(struct.unpack("<Q", head)[0])
+            _read_header(head, size, source)        # a file that is no trace is refused before its bulk is read
+            f.seek(0)
+            data = f.read()
+    except FileNotFoundError: raise TraceFileNotFoundError(f"no trace file at {source!r}") from None
+    except IsADirectoryError: raise TraceFileError(f"{source!r} is a directory, not a trace file") from None
+    return _decode(data, source)
 
 # %% ../nbs/03_trace.ipynb #2a89c3ff
 _NEMOTRON_MOE_LAYERS = [1, 3, 6, 8, 10, 13, 15, 17, 20, 22, 24, 27, 29, 31, 34, 36, 38, 40, 43, 45, 47, 49, 51]
@@ -466,6 +488,7 @@ def _allocate(n: int, weights: list[int]) -> list[int]:
         out[0] += 1; out[max(range(len(out)), key=out.__getitem__)] -= 1
     return out
 
+# %% ../nbs/03_trace.ipynb #aee895dc
 def _synthetic_routing(n, L, k, E, rng, logits: bool):
     base = rng.normal(0.0, 1.0, (L, E)).astype(np.float32)      # per-layer popularity: uneven loads
     bias = rng.normal(0.0, 0.05, (L, E)).astype(np.float32)     # the correction bias (chooses, does not mix)
@@ -483,6 +506,7 @@ def _synthetic_routing(n, L, k, E, rng, logits: bool):
         if logits: lg[a:b] = z
     return ex, wt, sc, lg
 
+# %% ../nbs/03_trace.ipynb #d5d07e01
 def synthetic_trace(n_tokens: int, n_layers: int = 23, k: int = 6, num_experts: int = 128, seed: int = 0,
                     *, steps: int = 1, logits: bool = False) -> Trace:
     """A made-up trace of `n_tokens` tokens with full routing (`logits`: record router logits too) and `steps`
@@ -530,12 +554,12 @@ def synthetic_trace(n_tokens: int, n_layers: int = 23, k: int = 6, num_experts: 
     recorded = np.ones(n, bool); recorded[-1:] = False   # the last token is never fed back through the model
     routing = Routing(ex, wt, sc, moe, num_experts, lg, recorded)
     prompt = "".join(tokens[:step_list[0].generated[0]])
-    return Trace(model, np.array([vocab[t] for t in tokens], np.int32), tokens, prompt,
-                 [{"role": "user", "content": "What is 6 * 7?"}], None, segments, logp, ent,
-                 {"temperature": 1.0, "top_p": 0.95, "greedy": False, "seed": seed, "max_new_tokens": n,
-                  "thinking_budget": None, "enable_thinking": True},
-                 {"prefill_s": 0.01, "decode_s": 0.02 * n, "tokens_per_s": 50.0}, routing, "", step_list,
-                 meta={"synthetic": True})
+    return Trace(model=model, token_ids=np.array([vocab[t] for t in tokens], np.int32), tokens=tokens, prompt=prompt,
+                 messages=[{"role": "user", "content": "What is 6 * 7?"}], segments=segments, logprobs=logp,
+                 entropies=ent, sampling={"temperature": 1.0, "top_p": 0.95, "greedy": False, "seed": seed,
+                                          "max_new_tokens": n, "thinking_budget": None, "enable_thinking": True},
+                 timings={"prefill_s": 0.01, "decode_s": 0.02 * n, "tokens_per_s": 50.0}, routing=routing,
+                 steps=step_list, meta={"synthetic": True})
 
 # %% ../nbs/03_trace.ipynb #6070a50f
 class TraceFileError(ValueError):
@@ -630,6 +654,7 @@ def _read_header(data: bytes, n: int, source: str) -> tuple[int, dict, dict, int
         raise bad(f"corrupt trace header: the trace description is missing or not JSON ({e})") from None
     return hlen, header, doc, version
 
+# %% ../nbs/03_trace.ipynb #004f2d56
 def _decode(data, source: str) -> Trace:
     data = bytes(data)
     n = len(data)
@@ -657,10 +682,12 @@ def _from_doc(doc: dict, arrays: dict) -> Trace:
     if r is not None:
         routing = Routing(arrays["routing.experts"], arrays.get("routing.weights"), arrays.get("routing.scores"),
                           r["layers"], r["num_experts"], arrays.get("routing.logits"), arrays.get("routing.recorded"))
-    return Trace(ModelInfo(**doc["model"]), arrays["token_ids"], doc["tokens"], doc["prompt"], doc["messages"], doc["tools"],
-                 [Segment(**s) for s in doc["segments"]], arrays["logprobs"], arrays["entropies"], doc["sampling"],
-                 doc["timings"], routing, doc["routing_note"], [Step(**s) for s in doc["steps"]], doc["created"],
-                 doc["cascade_lab_version"], doc["meta"], doc["answer"])
+    return Trace(model=ModelInfo(**doc["model"]), token_ids=arrays["token_ids"], tokens=doc["tokens"], prompt=doc["prompt"],
+                 messages=doc["messages"], tools=doc["tools"], segments=[Segment(**s) for s in doc["segments"]],
+                 logprobs=arrays["logprobs"], entropies=arrays["entropies"], sampling=doc["sampling"],
+                 timings=doc["timings"], routing=routing, routing_note=doc["routing_note"],
+                 steps=[Step(**s) for s in doc["steps"]], created=doc["created"],
+                 cascade_lab_version=doc["cascade_lab_version"], meta=doc["meta"], answer=doc["answer"])
 
 # %% ../nbs/03_trace.ipynb #3b9cc0f5
 def common_prefix(a, b) -> int:

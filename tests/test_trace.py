@@ -79,7 +79,7 @@ def test_float16_rounding_is_within_tolerance(tmp_path):
     lg = rng.normal(0, 4, (T, L, E)).astype(np.float32)
     mi = ModelInfo("m", "real", "h", 7, [1, 3, 5], E, k)
     lp = -rng.exponential(2.0, T).astype(np.float64)
-    tr = Trace(mi, rng.integers(0, 131072, T), ["x"] * T, routing=Routing(ex, w, s, [1, 3, 5], E, lg), logprobs=lp,
+    tr = Trace(model=mi, token_ids=rng.integers(0, 131072, T), tokens=["x"] * T, routing=Routing(ex, w, s, [1, 3, 5], E, lg), logprobs=lp,
                steps=[Step((0, 10), (10, T))])
     back = Trace.load(tr.save(tmp_path / "f.trace.safetensors"))
     for got, want in ((back.routing.weights, w), (back.routing.scores, s), (back.routing.logits, lg)):
@@ -94,7 +94,7 @@ def test_float16_rounding_is_within_tolerance(tmp_path):
 def test_round_trip_without_routing_and_awkward_content(tmp_path):
     mi = ModelInfo("remote-model", "remote", "", 52, trace_mod._NEMOTRON_MOE_LAYERS, 128, 6)
     tokens = ["<|im_start|>", "user\n", "é中🙂", "\ud800", "", "\x00\n", "\\\"'"]
-    tr = Trace(mi, [1, 2, 3, 4, 5, 6, 7], tokens, prompt="p", messages=[{"role": "user", "content": "é中🙂 \ud800"}],
+    tr = Trace(model=mi, token_ids=[1, 2, 3, 4, 5, 6, 7], tokens=tokens, prompt="p", messages=[{"role": "user", "content": "é中🙂 \ud800"}],
                tools=[PYTHON_TOOL], steps=[Step((0, 3), (3, 7), None, "x", finish_reason="length")],
                segments=[Segment("prompt", 0, 3), Segment("answer", 3, 7, 0, (0, 4))],
                sampling={"temperature": 0.0, "greedy": True, "thinking_budget": None},
@@ -115,7 +115,7 @@ def test_round_trip_without_routing_and_awkward_content(tmp_path):
 
 def test_default_routing_note_and_repr():
     tr = synthetic_trace(30, n_layers=2)
-    bare = Trace(tr.model, tr.token_ids, tr.tokens)
+    bare = Trace(model=tr.model, token_ids=tr.token_ids, tokens=tr.tokens)
     assert bare.routing_note == "routing was not recorded" and bare.num_prompt_tokens == 30 and bare.text == ""
     r = repr(tr)
     assert r.startswith("Trace(synthetic [demo]: 30 tokens = ") and "1 step," in r and "routing 2 MoE layers x top-6 of 128" in r
@@ -169,7 +169,7 @@ def test_truncated_in_the_arrays(tmp_path, saved):
 
 
 def test_truncated_in_the_header():
-    data = Trace(ModelInfo("m", "demo", "", 3, [1], 4, 2), list(range(50)), ["word"] * 50).to_bytes()
+    data = Trace(model=ModelInfo("m", "demo", "", 3, [1], 4, 2), token_ids=list(range(50)), tokens=["word"] * 50).to_bytes()
     hlen = struct.unpack("<Q", data[:8])[0]
     assert hlen > len(data) // 2                     # this trace's file is mostly header
     msg = str(error_of(lambda: Trace.from_bytes(data[:len(data) // 2])))
@@ -309,9 +309,9 @@ def test_version_1_files_read(saved):
 def test_validation_messages():
     tr = synthetic_trace(20, n_layers=2)
     with pytest.raises(ValueError, match="Trace.token_ids must be a 1-D integer array"):
-        Trace(tr.model, np.zeros((2, 2), int), ["a"] * 4)
+        Trace(model=tr.model, token_ids=np.zeros((2, 2), int), tokens=["a"] * 4)
     with pytest.raises(ValueError, match=r"Trace.token_ids must lie in \[0, 2\*\*31\)"):
-        Trace(tr.model, [-1], ["a"])
+        Trace(model=tr.model, token_ids=[-1], tokens=["a"])
     with pytest.raises(ValueError, match="Trace.logprobs must be 20 real numbers"):
         dataclasses.replace(tr, logprobs=np.zeros(19))
     with pytest.raises(ValueError, match="the steps end at token 15"):
@@ -352,7 +352,7 @@ MI = ModelInfo("toy", "demo", "", 5, [1, 3], 8, 3)
 
 
 def toy(ids, experts, recorded=None, segments=()):
-    return Trace(MI, ids, ["t"] * len(ids), segments=list(segments),
+    return Trace(model=MI, token_ids=ids, tokens=["t"] * len(ids), segments=list(segments),
                  routing=Routing(np.array(experts), None, None, [1, 3], 8, recorded=recorded))
 
 
@@ -383,7 +383,7 @@ def test_jaccard_by_layer():
     assert np.isnan(jaccard_by_layer(a, e)).all()
     np.testing.assert_allclose(jaccard_by_layer(a, e, tokens=[0]), [1.0, 0.2])
     with pytest.raises(ValueError, match="token index out of range"): jaccard_by_layer(a, b, tokens=[3])
-    other = Trace(ModelInfo("o", "demo", "", 5, [1, 4], 8, 3), [1], ["t"], routing=Routing(np.zeros((1, 2, 3), int), None, None, [1, 4], 8))
+    other = Trace(model=ModelInfo("o", "demo", "", 5, [1, 4], 8, 3), token_ids=[1], tokens=["t"], routing=Routing(np.zeros((1, 2, 3), int), None, None, [1, 4], 8))
     with pytest.raises(ValueError, match="MoE layers differ"): jaccard_by_layer(a, other)
 
 
@@ -407,7 +407,7 @@ def test_expert_load_and_by_segment():
     assert by["reasoning"].tolist() == [[1, 1, 0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1, 1]]   # token 3 unrecorded
     assert (by["prompt"] + by["reasoning"] + by["answer"] == load).all()
     assert t.token_segments().tolist() == [0, 1, 2, 3]
-    with pytest.raises(ValueError, match="has no routing"): expert_load_by_segment(Trace(MI, [1], ["t"]))
+    with pytest.raises(ValueError, match="has no routing"): expert_load_by_segment(Trace(model=MI, token_ids=[1], tokens=["t"]))
     with pytest.raises(ValueError, match="layer is a position"): t.routing.expert_load(layer=2)
 
 
@@ -480,3 +480,16 @@ def test_bench_script_runs(tmp_path):
     for s in ("save (Trace.save", "load (Trace.load", "file size", "the loaded trace equals the saved one"):
         assert s in out.stdout
     assert os.listdir(tmp_path) == []
+
+
+def test_traces_written_before_the_restructure_still_load():
+    "Files saved by cascade-lab 0.0.1 (tests/data) load, and say what they said then."
+    data = ROOT / "tests" / "data"
+    syn = Trace.load(data / "trace_v2_0.0.1.trace.safetensors")
+    fresh = synthetic_trace(64, n_layers=3, k=2, num_experts=8, seed=3, steps=2, logits=True)
+    fresh.created, fresh.cascade_lab_version = syn.created, syn.cascade_lab_version
+    assert syn == fresh
+    tir = Trace.load(data / "demo_tir_0.0.1.trace.safetensors")
+    assert len(tir.steps) == 2 and tir.answer == "54" and tir.meta["grade"]["correct"] and tir.routing is not None
+    gen = Trace.load(data / "demo_generate_0.0.1.trace.safetensors")
+    assert len(gen.steps) == 1 and gen.model.kind == "demo" and len(gen) == 121
