@@ -17,11 +17,14 @@ from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria,
 from transformers.generation.streamers import BaseStreamer
 
 from .chat import STOP_TOKEN_IDS, THINK_CLOSE, render_chat
+from .parse import AssistantTurn
+from .record import (IncrementalDetokenizer, RunRecorder, RunStarted, SamplingParams, StepFinished,
+                                StepGenerated, StepOutput, StepStream, TokenDelta, model_info, stream_events, token_strings)
 from .routing import RecordedRouting, RoutingRecorder
 
 # %% auto #0
-__all__ = ['StepRecorder', 'UserStop', 'ThinkingBudget', 'IncrementalDetokenizer', 'Generation', 'generate_ids', 'generate',
-           'stream_generate', 'token_strings', 'model_info', 'step_tokens', 'to_trace']
+__all__ = ['StepRecorder', 'UserStop', 'ThinkingBudget', 'Generation', 'generate_ids', 'step_output', 'generate_step', 'generate',
+           'stream_generate']
 
 # %% ../nbs/09_generate.ipynb #5622703d
 class StepRecorder(LogitsProcessor):
@@ -59,43 +62,21 @@ class ThinkingBudget(LogitsProcessor):
         return torch.where(force[:, None], forced, scores)      # no host sync: a select on the device
 
 # %% ../nbs/09_generate.ipynb #f4ad480b
-class IncrementalDetokenizer:
-    "Token ids in, stable text deltas out; `offsets[i]` is where token i's text starts in the decoded text."
-    def __init__(self, tokenizer, skip_special_tokens: bool = False):
-        self.tok, self.skip = tokenizer, skip_special_tokens
-        self.ids, self.text, self.offsets = [], "", []
-        self._prefix = self._read = 0
-    def _decode(self, ids): return self.tok.decode(ids, skip_special_tokens=self.skip)
-    def push(self, token_id: int) -> str:
-        self.offsets.append(len(self.text))
-        self.ids.append(int(token_id))
-        before = self._decode(self.ids[self._prefix:self._read])
-        now = self._decode(self.ids[self._prefix:])
-        if len(now) > len(before) and not now.endswith("\ufffd"):
-            delta = now[len(before):]
-            self._prefix, self._read = self._read, len(self.ids)
-            self.text += delta
-            return delta
-        return ""
-    def flush(self) -> str:
-        "The text still held back (an incomplete character at the very end), once no more tokens come."
-        rest = self._decode(self.ids[self._prefix:])[len(self._decode(self.ids[self._prefix:self._read])):]
-        self._prefix = self._read = len(self.ids)
-        self.text += rest
-        return rest
-
-class _CallbackStreamer(BaseStreamer):
-    "transformers streamer: skips the prompt, passes text deltas of row 0 to `callback`."
-    def __init__(self, detok: IncrementalDetokenizer, callback):
-        self.detok, self.callback, self.prompt_seen = detok, callback, False
+class _DeltaStreamer(BaseStreamer):
+    "transformers streamer: skips the prompt, passes (token ids, text delta) of row 0 to `callback`."
+    def __init__(self, detok: IncrementalDetokenizer, callback, stop_ids=STOP_TOKEN_IDS):
+        self.detok, self.callback, self.stop_ids = detok, callback, set(stop_ids)
+        self.prompt_seen, self.pending = False, []
     def put(self, value):
         if not self.prompt_seen: self.prompt_seen = True; return
         for t in value.reshape(-1).tolist()[:1]:
+            if t in self.stop_ids: self.end()          # text held back belongs to the tokens before the stop token
+            self.pending.append(t)
             d = self.detok.push(t)
-            if d: self.callback(d)
+            if d or t in self.stop_ids: self.callback(self.pending, d); self.pending = []
     def end(self):
         d = self.detok.flush()
-        if d: self.callback(d)
+        if self.pending: self.callback(self.pending, d); self.pending = []
 
 # %% ../nbs/09_generate.ipynb #eda45101
 @dataclass
@@ -113,10 +94,6 @@ class Generation:
     sampling: dict = field(default_factory=dict)
 
 # %% ../nbs/09_generate.ipynb #e5d0fc30
-def _sampling(greedy, temperature, top_p, seed, max_new_tokens, thinking_budget, enable_thinking):
-    return dict(greedy=greedy, temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens,
-                thinking_budget=thinking_budget, enable_thinking=enable_thinking)
-
 def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
     "Each prompt as token ids: a text is tokenized (no special tokens added), a sequence of ids is checked."
     if isinstance(prompts, str) or not len(prompts): raise ValueError("prompts must be a non-empty list of texts or of token-id lists")
@@ -131,150 +108,132 @@ def _prompt_ids(tokenizer, prompts) -> list[list[int]]:
         rows.append(row)
     return rows
 
-def generate_ids(model, tokenizer, prompts: list, *, max_new_tokens: int = 1024, greedy: bool = False,
-                 temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
-                 thinking_budget: int | None = None, record_routing: bool = True, record_logits: bool = False,
-                 stream=None, enable_thinking: bool = True, stop=None) -> list[Generation]:
-    """Generate a continuation of each prompt (a text, or token ids: a multi-step loop feeds the model its own
-    earlier tokens that way); a batch is left-padded. See `generate` for the options."""
-    if stream is not None and len(prompts) != 1: raise ValueError("streaming works for one prompt at a time")
-    if stop is not None and not callable(stop): raise ValueError(f"stop must be a function returning True to stop (e.g. event.is_set), got {type(stop).__name__}")
-    if not greedy and not (temperature > 0): raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    if not 0 < top_p <= 1: raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if thinking_budget is not None and thinking_budget < 0: raise ValueError("thinking_budget must be >= 0")
-    dev = next(model.parameters()).device
-    rows = _prompt_ids(tokenizer, prompts)
-    B, P = len(rows), max(map(len, rows))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc = {"input_ids": torch.tensor([[pad_id] * (P - len(r)) + r for r in rows], device=dev),      # left-padded
-           "attention_mask": torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], device=dev)}
+def _generate_kwargs(tokenizer, sp: SamplingParams, P: int, pad_id: int, on_delta, user_stop) -> tuple[dict, StepRecorder]:
+    "`model.generate` keywords for these options: stop tokens, the processors, streamer, sampler."
     steps = StepRecorder()
     procs = [steps]
-    close_id = tokenizer.convert_tokens_to_ids(THINK_CLOSE)
-    if thinking_budget is not None and enable_thinking: procs.append(ThinkingBudget(P, thinking_budget, close_id))
-    detok = IncrementalDetokenizer(tokenizer)
-    kw = dict(max_new_tokens=max_new_tokens, eos_token_id=list(STOP_TOKEN_IDS),
-              pad_token_id=pad_id,
+    if sp.thinking_budget is not None and sp.enable_thinking:
+        procs.append(ThinkingBudget(P, sp.thinking_budget, tokenizer.convert_tokens_to_ids(THINK_CLOSE)))
+    kw = dict(max_new_tokens=sp.max_new_tokens, eos_token_id=list(STOP_TOKEN_IDS), pad_token_id=pad_id,
               logits_processor=LogitsProcessorList(procs),
-              streamer=_CallbackStreamer(detok, stream) if stream is not None else None)
-    user_stop = UserStop(stop) if stop is not None else None
+              streamer=_DeltaStreamer(IncrementalDetokenizer(tokenizer), on_delta) if on_delta is not None else None)
     if user_stop is not None: kw["stopping_criteria"] = StoppingCriteriaList([user_stop])
-    kw.update(do_sample=False) if greedy else kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
-    if seed is not None: torch.manual_seed(seed)
-    recorder = RoutingRecorder(model, capacity=P + max_new_tokens, record_logits=record_logits) if record_routing else None
-    t0 = time.perf_counter()
-    with torch.no_grad(), (recorder or contextlib.nullcontext()):
-        out = model.generate(**enc, **kw)
-    seconds = time.perf_counter() - t0
-    new = out[:, P:]
-    logprobs, entropies = steps.finish(out[:, -1])
-    results = []
-    for b in range(B):
+    kw.update(do_sample=False) if sp.greedy else kw.update(do_sample=True, temperature=sp.temperature, top_p=sp.top_p, top_k=0)
+    return kw, steps
+
+# %% ../nbs/09_generate.ipynb #9e1c0a02
+def _generations(tokenizer, prompts, rows, new, P, logprobs, entropies, recorder, user_stop, seconds, sp) -> list[Generation]:
+    out = []
+    for b in range(len(rows)):
         row = new[b].tolist()
         n = next((i + 1 for i, t in enumerate(row) if t in STOP_TOKEN_IDS), len(row))
         ids = row[:n]
         stopped = bool(ids) and ids[-1] in STOP_TOKEN_IDS
         pad = P - len(rows[b])
-        routing = None
-        if recorder is not None:   # the tokens that went through the model: the prompt, then all but the last
-            routing = recorder.result(b, slice(pad, P + n - 1))
-        results.append(Generation(
+        routing = recorder.result(b, slice(pad, P + n - 1)) if recorder is not None else None
+        out.append(Generation(
             prompt=prompts[b] if isinstance(prompts[b], str) else tokenizer.decode(rows[b], skip_special_tokens=False),
-            prompt_ids=rows[b], ids=ids,
-            text=tokenizer.decode(ids[:-1] if stopped else ids, skip_special_tokens=False),
+            prompt_ids=rows[b], ids=ids, text=tokenizer.decode(ids[:-1] if stopped else ids, skip_special_tokens=False),
             finish_reason="stop" if stopped else ("stopped" if user_stop is not None and user_stop.fired else "length"),
-            logprobs=logprobs[b, :n], entropies=entropies[b, :n],
-            routing=routing, timings={"seconds": seconds, "new_tokens": n, "tokens_per_s": n / seconds if seconds else 0.0},
-            sampling=_sampling(greedy, temperature, top_p, seed, max_new_tokens, thinking_budget, enable_thinking)))
-    return results
+            logprobs=logprobs[b, :n], entropies=entropies[b, :n], routing=routing,
+            timings={"seconds": seconds, "new_tokens": n, "tokens_per_s": n / seconds if seconds else 0.0},
+            sampling=sp.to_dict()))
+    return out
 
-def generate(model, tokenizer, messages, *, tools=None, enable_thinking: bool = True, max_new_tokens: int = 1024,
-             greedy: bool = False, temperature: float = 1.0, top_p: float = 0.95, seed: int | None = None,
-             thinking_budget: int | None = None, record_routing: bool = True, record_logits: bool = False,
-             stream=None, stop=None):
-    """Generate the assistant's reply to `messages` (or to each conversation of a list of them).
-
-    The prompt is `render_chat(messages, tools, add_generation_prompt=True, enable_thinking=...)`. Sampling
-    follows the model card (temperature 1.0, top_p 0.95) unless `greedy`. `thinking_budget` caps the thinking
-    tokens, then closes the think block. `stream` is called with each text delta; `stop`, a function (say a
-    `threading.Event`'s `is_set`), ends the generation early when it returns True. Returns a `Trace`
-    (a list of them for a batch)."""
-    batch = bool(messages) and isinstance(messages[0], (list, tuple))
-    convs = messages if batch else [messages]
-    prompts = [render_chat(m, tools, add_generation_prompt=True, enable_thinking=enable_thinking) for m in convs]
-    gens = generate_ids(model, tokenizer, prompts, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
-                        top_p=top_p, seed=seed, thinking_budget=thinking_budget, record_routing=record_routing,
-                        record_logits=record_logits, stream=stream, enable_thinking=enable_thinking, stop=stop)
-    traces = [to_trace(g, model, tokenizer, m, tools) for g, m in zip(gens, convs)]
-    return traces if batch else traces[0]
-
-# %% ../nbs/09_generate.ipynb #1f319fe8
-import queue
-import threading
-
-class stream_generate:
-    "Iterate over the text deltas of `generate(...)` as they come; afterwards `.trace` holds the `Trace`."
-    _DONE = object()
-    def __init__(self, model, tokenizer, messages, **kwargs):
-        if "stream" in kwargs: raise ValueError("stream_generate makes its own stream callback")
-        self.trace, self._error, self._q = None, None, queue.Queue()
-        def run():
-            try: self.trace = generate(model, tokenizer, messages, stream=self._q.put, **kwargs)
-            except BaseException as e: self._error = e        # re-raised in the consumer's thread
-            finally: self._q.put(self._DONE)
-        self._thread = threading.Thread(target=run, daemon=True)
-        self._thread.start()
-    def __iter__(self):
-        while (item := self._q.get()) is not self._DONE: yield item
-        self._thread.join()
-        if self._error is not None: raise self._error
+# %% ../nbs/09_generate.ipynb #9e1c0a03
+def generate_ids(model, tokenizer, prompts: list, *, sampling: SamplingParams | None = None, record_routing: bool = True,
+                 record_logits: bool = False, stream=None, on_delta=None, stop=None, **options) -> list[Generation]:
+    """Generate a continuation of each prompt (a text, or token ids: a multi-step loop feeds the model its own
+    earlier tokens that way); a batch is left-padded. `options` are `SamplingParams` fields. `stream(text)` or
+    `on_delta(ids, text)` follow one prompt as it is generated; `stop()` returning True ends it early."""
+    sp = SamplingParams.of(sampling, **options)
+    if (stream is not None or on_delta is not None) and len(prompts) != 1: raise ValueError("streaming works for one prompt at a time")
+    if stop is not None and not callable(stop): raise ValueError(f"stop must be a function returning True to stop (e.g. event.is_set), got {type(stop).__name__}")
+    if stream is not None and on_delta is None: on_delta = lambda ids, text: stream(text) if text else None
+    dev = next(model.parameters()).device
+    rows = _prompt_ids(tokenizer, prompts)
+    P = max(map(len, rows))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc = {"input_ids": torch.tensor([[pad_id] * (P - len(r)) + r for r in rows], device=dev),      # left-padded
+           "attention_mask": torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], device=dev)}
+    user_stop = UserStop(stop) if stop is not None else None
+    kw, steps = _generate_kwargs(tokenizer, sp, P, pad_id, on_delta, user_stop)
+    if sp.seed is not None: torch.manual_seed(sp.seed)
+    recorder = RoutingRecorder(model, capacity=P + sp.max_new_tokens, record_logits=record_logits) if record_routing else None
+    t0 = time.perf_counter()
+    with torch.no_grad(), (recorder or contextlib.nullcontext()):
+        out = model.generate(**enc, **kw)
+    seconds = time.perf_counter() - t0
+    logprobs, entropies = steps.finish(out[:, -1])
+    return _generations(tokenizer, prompts, rows, out[:, P:], P, logprobs, entropies, recorder, user_stop, seconds, sp)
 
 # %% ../nbs/09_generate.ipynb #75f4f4b5
-def token_strings(tokenizer, ids) -> list[str]:
-    "One string per token, concatenating exactly to the decoded text."
-    d = IncrementalDetokenizer(tokenizer)
-    for t in ids: d.push(t)
-    d.flush()
-    ends = d.offsets[1:] + [len(d.text)]
-    return [d.text[a:b] for a, b in zip(d.offsets, ends)]
+def step_output(g: Generation, tokenizer, prompt_skip: int = 0) -> StepOutput:
+    "A `Generation` as the plain `StepOutput` a `TraceBuilder` takes."
+    stopped = g.finish_reason == "stop"
+    return StepOutput(prompt_ids=list(g.prompt_ids), prompt_tokens=token_strings(tokenizer, g.prompt_ids[prompt_skip:]),
+                      ids=list(g.ids), tokens=token_strings(tokenizer, g.ids), text=g.text, finish_reason=g.finish_reason,
+                      end_text=tokenizer.decode(g.ids[-1:]) if stopped else "", prompt_skip=prompt_skip,
+                      logprobs=g.logprobs, entropies=g.entropies, routing=g.routing,
+                      routing_note="" if g.routing is not None else "routing was not recorded (record_routing=False)",
+                      timings=dict(g.timings))
 
-def model_info(model, name: str | None = None, kind: str | None = None):
-    from cascade_lab.trace import ModelInfo
-    cfg = model.config
-    path = str(getattr(cfg, "_name_or_path", "") or "")
-    if kind is None: kind = "demo" if "demo_model" in path else "real"
-    if name is None:
-        from cascade_lab.demo import DEMO_NAME
-        name = DEMO_NAME if kind == "demo" else (path or type(model).__name__)
-    return ModelInfo.from_config(cfg, name, kind)
+def generate_step(model, tokenizer, prompt, sampling: SamplingParams, *, step: int = 0, emit=None, prompt_skip: int = 0,
+                  tools=None, stop=None, record_routing: bool = True, record_logits: bool = False) -> tuple[StepOutput, AssistantTurn]:
+    "One generation call of a run: its events go to `emit` as they come; returns (`StepOutput`, parsed turn)."
+    stream = StepStream(step, emit or (lambda ev: None), tools, sampling.enable_thinking)
+    g = generate_ids(model, tokenizer, [prompt], sampling=sampling, on_delta=stream.delta, stop=stop,
+                     record_routing=record_routing, record_logits=record_logits)[0]
+    return step_output(g, tokenizer, prompt_skip), stream.close()
 
-def step_tokens(tokenizer, prompt_ids, gen_ids, turn):
-    "(token strings, segments) of a one-step trace: the prompt, then the turn's parts over the generated tokens."
-    from cascade_lab.trace import Segment, char_offsets, segments_from_turn
-    gen_tokens = token_strings(tokenizer, gen_ids)
-    P = len(prompt_ids)
-    segments = [Segment("prompt", 0, P, 0)] + segments_from_turn(turn, char_offsets(gen_tokens), P, 0)
-    return token_strings(tokenizer, prompt_ids) + gen_tokens, segments
+def _replayed(g: Generation, tokenizer, emit, tools, thinking: bool) -> AssistantTurn:
+    "The events of a generation that was not streamed (a row of a batch), as one delta, then its stop token."
+    stream = StepStream(0, emit, tools, thinking)
+    stopped = g.finish_reason == "stop"
+    stream.delta(g.ids[:-1] if stopped else g.ids, g.text)
+    if stopped: stream.delta(g.ids[-1:], tokenizer.decode(g.ids[-1:]))
+    return stream.close()
 
-def to_trace(gen: Generation, model, tokenizer, messages, tools=None):
-    "The `Trace` of one generation (one step)."
-    from cascade_lab.parse import parse_output
-    from cascade_lab.trace import Routing, Step, Trace
-    info = model_info(model)
-    P, n = len(gen.prompt_ids), len(gen.ids)
-    ids = gen.prompt_ids + gen.ids
-    nan = np.full(P, np.nan, np.float32)
-    turn = parse_output(gen.text, tools=tools, thinking=gen.sampling.get("enable_thinking", True))
-    tokens, segments = step_tokens(tokenizer, gen.prompt_ids, gen.ids, turn)
-    routing, note = None, "routing was not recorded (record_routing=False)"
-    if gen.routing is not None:
-        r, pad = gen.routing, len(ids) - len(gen.routing)
-        grow = lambda a, fill: np.concatenate([a, np.full((pad,) + a.shape[1:], fill, a.dtype)]) if a is not None else None
-        routing = Routing(grow(r.experts, 0), grow(r.weights, 0), grow(r.scores, 0), r.layers, info.num_experts,
-                          logits=grow(r.logits, 0), recorded=np.arange(len(ids)) < len(r))
-        note = ""
-    step = Step.from_turn(turn, (0, P), (P, P + n), finish_reason=gen.finish_reason)
-    return Trace(info, np.array(ids), tokens, prompt=gen.prompt, messages=list(messages), tools=tools,
-                 segments=segments, logprobs=np.concatenate([nan, gen.logprobs]),
-                 entropies=np.concatenate([nan, gen.entropies]), sampling=gen.sampling, timings=gen.timings,
-                 routing=routing, routing_note=note, steps=[step])
+# %% ../nbs/09_generate.ipynb #9e1c0a04
+def _one_step(emit, model, tokenizer, messages, prompt, tools, sp, gen: Generation | None = None, **kw):
+    "Record a one-step run (generating it, or replaying `gen`, a batch row) through `emit`; returns its trace."
+    emit(RunStarted(model_info(model), prompt, list(messages), tools, sp.to_dict()))
+    if gen is None: out, turn = generate_step(model, tokenizer, prompt, sp, emit=emit, tools=tools, **kw)
+    else: out, turn = step_output(gen, tokenizer), _replayed(gen, tokenizer, emit, tools, sp.enable_thinking)
+    emit(StepGenerated(0, out, turn))
+    t = out.timings
+    emit(StepFinished(0, out.finish_reason, {"generate_s": t.get("seconds", 0.0), "new_tokens": len(out.ids)}))
+    return emit.finish(out.finish_reason, messages, t)
+
+def generate(model, tokenizer, messages, *, tools=None, sampling: SamplingParams | None = None, record_routing: bool = True,
+             record_logits: bool = False, stream=None, on_event=None, stop=None, **options):
+    """Generate the assistant's reply to `messages` (or to each conversation of a list of them); returns a `Trace`
+    (a list of them for a batch).
+
+    The prompt is `render_chat(messages, tools, add_generation_prompt=True, enable_thinking=...)`. `options` are
+    `SamplingParams` fields: sampling follows the model card (temperature 1.0, top_p 0.95) unless `greedy`;
+    `thinking_budget` caps the thinking tokens, then closes the think block. `on_event` is called with each
+    event of the run, `stream` with each text delta; `stop`, a function (say a `threading.Event`'s `is_set`),
+    ends the generation early when it returns True."""
+    sp = SamplingParams.of(sampling, **options)
+    batch = bool(messages) and isinstance(messages[0], (list, tuple))
+    convs = messages if batch else [messages]
+    if batch and (stream is not None or on_event is not None): raise ValueError("streaming works for one conversation at a time")
+    if stream is not None:
+        user = on_event
+        on_event = lambda ev: (stream(ev.text) if isinstance(ev, TokenDelta) and ev.text else None, user and user(ev))
+    prompts = [render_chat(m, tools, add_generation_prompt=True, enable_thinking=sp.enable_thinking) for m in convs]
+    kw = dict(record_routing=record_routing, record_logits=record_logits)
+    if not batch: return _one_step(RunRecorder(on_event), model, tokenizer, convs[0], prompts[0], tools, sp, stop=stop, **kw)
+    gens = generate_ids(model, tokenizer, prompts, sampling=sp, stop=stop, **kw)
+    return [_one_step(RunRecorder(), model, tokenizer, m, p, tools, sp, gen=g) for m, p, g in zip(convs, prompts, gens)]
+
+# %% ../nbs/09_generate.ipynb #1f319fe8
+class stream_generate(stream_events):
+    "Iterate over the text deltas of `generate(...)` as they come; afterwards `.trace` holds the `Trace`."
+    def __init__(self, model, tokenizer, messages, **kwargs):
+        if "stream" in kwargs: raise ValueError("stream_generate makes its own stream callback")
+        super().__init__(generate, model, tokenizer, messages, **kwargs)
+    def __iter__(self):
+        for ev in super().__iter__():
+            if isinstance(ev, TokenDelta) and ev.text: yield ev.text

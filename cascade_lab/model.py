@@ -24,6 +24,9 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntry
 from transformers import AutoTokenizer, NemotronHConfig, NemotronHForCausalLM
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
+from .demo import DEMO_DIR, DEMO_NAME
+from .record import stamp_model
+
 # %% auto #0
 __all__ = ['SUPPORTED_DTYPES', 'TRITON_EXPERTS', 'CPU_EXPERTS', 'GPU_FALLBACK_EXPERTS', 'HUB_ID', 'EXPECTED_MODEL_TYPE',
            'TOKENIZER_FILES', 'SAFETENSORS_ITEMSIZE', 'DEFAULT_CACHE_BUDGET_GB', 'ModelLoadError',
@@ -156,8 +159,7 @@ _CONFIG_PATTERNS = ["*.json", "*.jinja", "*.txt", "*.model"]  # configs and toke
 
 def demo_checkpoint() -> Path:
     "The embedded demo model's checkpoint directory (`load_model()` with no source), shipped in the package."
-    from cascade_lab import demo
-    d = Path(demo.DEMO_DIR)
+    d = Path(DEMO_DIR)
     if (d / "config.json").is_file() and any(d.glob("*.safetensors")): return d.resolve()
     raise CheckpointNotFoundError(
         f"the embedded demo model is missing from this installation ({d} has no config.json and weights). Reinstall "
@@ -303,6 +305,7 @@ def _read_index(file: Path) -> dict[str, str]:
         raise CorruptCheckpointError(f"{file} has no 'weight_map' (tensor name -> shard file); download it again.")
     return weight_map
 
+# %% ../nbs/07_model.ipynb #01421108
 def inspect_checkpoint(path, *, tokenizer: bool = True) -> CheckpointInfo:
     "Check a checkpoint directory without loading tensors: config, model type, shards, headers (and tokenizer)."
     path = Path(path)
@@ -515,4 +518,12 @@ def load_model(source=None, *, device=None, dtype=None, experts="auto",
                       f"`pip install accelerate` loads them straight onto the GPU", stacklevel=2)
         model = model.to(dev)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    _stamp(model, path, source)
     return model.eval(), tokenizer
+
+def _stamp(model, path: Path, source) -> None:
+    """Say on the model what its traces will record: the embedded demo model, another checkpoint made by
+    `cascade-lab train-demo` (it holds the demo's `training.json`), or a real checkpoint named as it was asked for."""
+    if Path(path).resolve() == Path(DEMO_DIR).resolve(): stamp_model(model, DEMO_NAME, "demo")
+    elif (Path(path) / "training.json").is_file(): stamp_model(model, f"{DEMO_NAME} from {path}", "demo")
+    else: stamp_model(model, str(source if source is not None else path), "real")

@@ -23,7 +23,7 @@ from .trace import ModelInfo, Routing, Segment, Step, Trace, char_offsets, segme
 # %% auto #0
 __all__ = ['SamplingParams', 'IncrementalDetokenizer', 'token_strings', 'stamp_model', 'model_info', 'StepOutput', 'RunStarted',
            'TokenDelta', 'Parsed', 'StepGenerated', 'ToolStarted', 'ToolOutput', 'ToolFinished', 'StepFinished',
-           'RunFinished', 'StepStream', 'TraceBuilder', 'stream_events']
+           'RunFinished', 'StepStream', 'TraceBuilder', 'RunRecorder', 'stream_events']
 
 # %% ../nbs/04_record.ipynb #a0c1e007
 @dataclass(frozen=True)
@@ -344,6 +344,20 @@ def _on_RunFinished(self: TraceBuilder, ev: RunFinished) -> Trace:
                        created=s.created, meta=dict(ev.meta))
     ev.trace = ev.trace or self.trace
     return self.trace
+
+# %% ../nbs/04_record.ipynb #a0c1e041
+class RunRecorder:
+    "A run's `emit`: each event goes to a `TraceBuilder`, then to `on_event`; `finish` emits `RunFinished`, returns the trace."
+    def __init__(self, on_event: Callable | None = None):
+        if on_event is not None and not callable(on_event): raise ValueError(f"on_event must be a function taking an event, got {type(on_event).__name__}")
+        self.builder, self.on_event = TraceBuilder(), on_event
+    def __call__(self, event) -> None:
+        self.builder.feed(event)
+        if self.on_event is not None: self.on_event(event)
+    def finish(self, stop_reason: str | None, messages, timings: dict, meta: dict | None = None) -> Trace:
+        ev = RunFinished(max(len(self.builder.steps) - 1, 0), stop_reason, list(messages), dict(timings), dict(meta or {}))
+        self(ev)
+        return ev.trace
 
 # %% ../nbs/04_record.ipynb #a0c1e033
 class stream_events:
