@@ -19,7 +19,8 @@ from transformers.generation.streamers import BaseStreamer
 from .chat import STOP_TOKEN_IDS, THINK_CLOSE, render_chat
 from .parse import AssistantTurn
 from .record import (IncrementalDetokenizer, RunRecorder, RunStarted, SamplingParams, StepFinished,
-                                StepGenerated, StepOutput, StepStream, TokenDelta, model_info, stream_events, token_strings)
+                                StepGenerated, StepOutput, StepStream, TokenDelta, model_info, stream_events, text_stream,
+                                token_strings)
 from .routing import RecordedRouting, RoutingRecorder
 
 # %% auto #0
@@ -219,9 +220,7 @@ def generate(model, tokenizer, messages, *, tools=None, sampling: SamplingParams
     batch = bool(messages) and isinstance(messages[0], (list, tuple))
     convs = messages if batch else [messages]
     if batch and (stream is not None or on_event is not None): raise ValueError("streaming works for one conversation at a time")
-    if stream is not None:
-        user = on_event
-        on_event = lambda ev: (stream(ev.text) if isinstance(ev, TokenDelta) and ev.text else None, user and user(ev))
+    on_event = text_stream(on_event, stream)
     prompts = [render_chat(m, tools, add_generation_prompt=True, enable_thinking=sp.enable_thinking) for m in convs]
     kw = dict(record_routing=record_routing, record_logits=record_logits)
     if not batch: return _one_step(RunRecorder(on_event), model, tokenizer, convs[0], prompts[0], tools, sp, stop=stop, **kw)

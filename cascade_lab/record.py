@@ -23,7 +23,7 @@ from .trace import ModelInfo, Routing, Segment, Step, Trace, char_offsets, segme
 # %% auto #0
 __all__ = ['SamplingParams', 'IncrementalDetokenizer', 'token_strings', 'stamp_model', 'model_info', 'StepOutput', 'RunStarted',
            'TokenDelta', 'Parsed', 'StepGenerated', 'ToolStarted', 'ToolOutput', 'ToolFinished', 'StepFinished',
-           'RunFinished', 'StepStream', 'TraceBuilder', 'RunRecorder', 'stream_events']
+           'RunFinished', 'StepStream', 'TraceBuilder', 'RunRecorder', 'text_stream', 'stream_events']
 
 # %% ../nbs/04_record.ipynb #a0c1e007
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ def _on_RunFinished(self: TraceBuilder, ev: RunFinished) -> Trace:
     self.trace = Trace(model=s.model, token_ids=np.array(self.ids, dtype=np.int64), tokens=self.tokens, prompt=s.prompt,
                        messages=list(ev.messages), tools=s.tools, segments=self.segments, logprobs=cat(self.logprobs),
                        entropies=cat(self.entropies), sampling=dict(s.sampling), timings=dict(ev.timings),
-                       routing=routing, routing_note="" if routing is not None else self.note, steps=self.steps,
+                       routing=routing, routing_note=self.note, steps=self.steps,
                        created=s.created, meta=dict(ev.meta))
     ev.trace = ev.trace or self.trace
     return self.trace
@@ -358,6 +358,15 @@ class RunRecorder:
         ev = RunFinished(max(len(self.builder.steps) - 1, 0), stop_reason, list(messages), dict(timings), dict(meta or {}))
         self(ev)
         return ev.trace
+
+# %% ../nbs/04_record.ipynb #a0c1e042
+def text_stream(on_event: Callable | None, stream: Callable | None) -> Callable | None:
+    "An `on_event` that also hands each `TokenDelta`'s text to `stream(text)` (the runners' `stream=` option)."
+    if stream is None: return on_event
+    def both(ev):
+        if isinstance(ev, TokenDelta) and ev.text: stream(ev.text)
+        if on_event is not None: on_event(ev)
+    return both
 
 # %% ../nbs/04_record.ipynb #a0c1e033
 class stream_events:

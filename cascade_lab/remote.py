@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chat import render_chat
+from .chat import STOP_TOKEN_IDS, render_chat
+from .parse import AssistantTurn
+from .record import (RunRecorder, RunStarted, SamplingParams, StepFinished, StepGenerated, StepOutput,
+                                StepStream, text_stream, token_strings)
+from .trace import ModelInfo, Routing
 
 # %% auto #0
-__all__ = ['NO_ROUTING', 'RemoteError', 'decode_routed_experts', 'RemoteModel', 'generate_remote']
+__all__ = ['NO_ROUTING', 'RemoteError', 'decode_routed_experts', 'RemoteModel', 'remote_info', 'remote_step', 'generate_remote']
 
 # %% ../nbs/10_remote.ipynb #83c78704
 class RemoteError(RuntimeError):
@@ -107,7 +111,6 @@ NO_ROUTING = ("the server did not return routed experts (vLLM: start it with --e
 
 def _align_routing(routed, info, P: int, G: int):
     "(Routing or None, note): the server's routed experts laid over the trace's P prompt and G generated tokens."
-    from cascade_lab.trace import Routing
     prompt_r, gen_r = routed
     if gen_r is None and prompt_r is None: return None, NO_ROUTING
     L, k = len(info.moe_layers), info.top_k
@@ -122,48 +125,73 @@ def _align_routing(routed, info, P: int, G: int):
         experts[start:start + n], recorded[start:start + n] = arr[:n], True
     return Routing(experts, None, None, info.moe_layers, info.num_experts, recorded=recorded), ""
 
-def generate_remote(remote: RemoteModel, messages, *, tools=None, enable_thinking: bool = True,
-                    max_new_tokens: int = 1024, greedy: bool = False, temperature: float = 1.0, top_p: float = 0.95,
-                    seed: int | None = None, stream=None):
-    "`generate` against a server: the same prompt text and options, streamed; returns a `Trace`."
-    from cascade_lab.generate import step_tokens
-    from cascade_lab.parse import parse_output
-    from cascade_lab.trace import ModelInfo, Step, Trace
-    prompt = render_chat(messages, tools, add_generation_prompt=True, enable_thinking=enable_thinking)
-    body = {"model": remote.served_model(), "prompt": prompt, "max_tokens": max_new_tokens, "stream": True,
-            "temperature": 0.0 if greedy else temperature, "top_p": 1.0 if greedy else top_p, **remote.extra_body}
-    if seed is not None: body["seed"] = seed
-    t0, first, pieces, finish, routed = time.perf_counter(), None, [], None, (None, None)
+# %% ../nbs/10_remote.ipynb #5e110002
+_STOP_TEXTS = ("<|im_end|>", "</s>")
+
+def _held(text: str) -> int:
+    "How many final characters of `text` could begin a stop token's text (0: none)."
+    return max((k for s in _STOP_TEXTS for k in range(1, len(s) + 1) if text.endswith(s[:k])), default=0)
+
+def _completion(remote, body: dict, on_text) -> dict:
+    "Stream one completion: `on_text(delta)` as text arrives (stop text held back); the totals at the end."
+    t0, first, text, sent, finish, routed = time.perf_counter(), None, "", 0, None, (None, None)
     with remote._open("/completions", body) as resp:
         for ev in _sse_events(resp):
             if "error" in ev: raise RemoteError(f"the server reported an error mid-stream: {ev['error']}")
             choice = (ev.get("choices") or [{}])[0]
-            delta = choice.get("text") or ""
-            if delta:
-                first = first or time.perf_counter()
-                pieces.append(delta)
-                if stream is not None: stream(delta)
+            if delta := choice.get("text") or "":
+                first, text = first or time.perf_counter(), text + delta
+                if (upto := len(text) - _held(text)) > sent: on_text(text[sent:upto]); sent = upto
             finish = choice.get("finish_reason") or finish
             p, g = _routed(ev)
             routed = (p if p is not None else routed[0], g if g is not None else routed[1])
-    seconds = time.perf_counter() - t0
-    text = "".join(pieces)
-    for stop in ("<|im_end|>", "</s>"):          # servers that keep special tokens may echo the stop token
-        if text.endswith(stop): text = text[:-len(stop)]
+    stop = next((s for s in _STOP_TEXTS if text.endswith(s)), "")
+    if stop: text = text[:-len(stop)]
+    if len(text) > sent: on_text(text[sent:])
+    return dict(text=text, stop=stop, finish=finish, routed=routed, seconds=time.perf_counter() - t0,
+                first_token_s=(first - t0) if first else None)
+
+# %% ../nbs/10_remote.ipynb #5e110004
+def _request(remote, prompt: str, sp: SamplingParams) -> dict:
+    "The completions request: our prompt text, the sampling options, and the remote's extra fields."
+    if sp.thinking_budget is not None:
+        raise ValueError("thinking_budget is not supported with a remote model (the server cannot be told to close the think block)")
+    body = {"model": remote.served_model(), "prompt": prompt, "max_tokens": sp.max_new_tokens, "stream": True,
+            "temperature": 0.0 if sp.greedy else sp.temperature, "top_p": 1.0 if sp.greedy else sp.top_p, **remote.extra_body}
+    if sp.seed is not None: body["seed"] = sp.seed
+    return body
+
+def remote_info(remote) -> ModelInfo:
+    "The `ModelInfo` of a remote model: its config, under the name the server gives it."
+    return ModelInfo.from_config(remote.model_config(), name=remote.served_model(), kind="remote")
+
+def remote_step(remote, prompt: str, sampling: SamplingParams, *, step: int = 0, emit=None, prompt_skip=0,
+                tools=None) -> tuple[StepOutput, AssistantTurn]:
+    "One generation call on the server: events to `emit` as text arrives; returns (`StepOutput`, parsed turn)."
+    stream = StepStream(step, emit or (lambda ev: None), tools, sampling.enable_thinking)
+    c = _completion(remote, _request(remote, prompt, sampling), lambda text: stream.delta([], text))
     tok = remote.tokenizer
-    p_ids = tok(prompt, add_special_tokens=False).input_ids
-    g_ids = tok(text, add_special_tokens=False).input_ids
-    ids = p_ids + g_ids
-    cfg = remote.model_config()
-    info = ModelInfo.from_config(cfg, name=remote.served_model(), kind="remote")
-    routing, note = _align_routing(routed, info, len(p_ids), len(g_ids))
-    turn = parse_output(text, tools=tools, thinking=enable_thinking)
-    tokens, segments = step_tokens(tok, p_ids, g_ids, turn)
-    P = len(p_ids)
-    sampling = dict(greedy=greedy, temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens,
-                    enable_thinking=enable_thinking, server=remote.base_url)
-    timings = {"seconds": seconds, "first_token_s": (first - t0) if first else None, "new_tokens": len(g_ids),
-               "tokens_per_s": len(g_ids) / seconds if seconds else 0.0}
-    return Trace(info, np.array(ids), tokens, prompt=prompt, messages=list(messages),
-                 tools=tools, segments=segments, sampling=sampling, timings=timings, routing=routing, routing_note=note,
-                 steps=[Step.from_turn(turn, (0, P), (P, len(ids)), finish_reason=finish)])
+    if c["stop"]: stream.delta([tok.convert_tokens_to_ids(c["stop"])], c["stop"])
+    p_ids, g_ids = tok(prompt, add_special_tokens=False).input_ids, tok(c["text"], add_special_tokens=False).input_ids
+    skip = prompt_skip(p_ids) if callable(prompt_skip) else prompt_skip
+    routing, note = _align_routing(c["routed"], remote_info(remote), len(p_ids), len(g_ids))
+    n, s = len(g_ids), c["seconds"]
+    out = StepOutput(prompt_ids=p_ids, prompt_tokens=token_strings(tok, p_ids[skip:]), ids=g_ids,
+                     tokens=token_strings(tok, g_ids), text=c["text"], finish_reason=c["finish"] or "stop",
+                     end_text="<|im_end|>" if c["finish"] == "stop" else "", prompt_skip=skip, routing=routing,
+                     routing_note=note, timings={"seconds": s, "first_token_s": c["first_token_s"], "new_tokens": n,
+                                                 "tokens_per_s": n / s if s else 0.0})
+    return out, stream.close()
+
+# %% ../nbs/10_remote.ipynb #5e110005
+def generate_remote(remote: RemoteModel, messages, *, tools=None, sampling: SamplingParams | None = None, stream=None,
+                    on_event=None, **options):
+    "`generate` against a server: the same prompt text, options and events; returns a `Trace`."
+    sp = SamplingParams.of(sampling, **options)
+    prompt = render_chat(messages, tools, add_generation_prompt=True, enable_thinking=sp.enable_thinking)
+    emit = RunRecorder(text_stream(on_event, stream))
+    emit(RunStarted(remote_info(remote), prompt, list(messages), tools, {**sp.to_dict(), "server": remote.base_url}))
+    out, turn = remote_step(remote, prompt, sp, emit=emit, tools=tools)
+    emit(StepGenerated(0, out, turn))
+    emit(StepFinished(0, out.finish_reason, {"generate_s": out.timings["seconds"], "new_tokens": len(out.ids)}))
+    return emit.finish(out.finish_reason, messages, out.timings)

@@ -15,12 +15,16 @@ import threading
 import time
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-import numpy as np
+from fastcore.basics import patch
 
 from .chat import MATH_INSTRUCTION, PYTHON_TOOL, render_chat, tool_schemas
-from .parse import parse_output
+from .generate import generate_step
+from .record import (RunRecorder, RunStarted, SamplingParams, StepFinished, StepGenerated, ToolFinished,
+                                ToolOutput, ToolStarted, model_info, text_stream)
+from .remote import RemoteModel, remote_info, remote_step
+from .sandbox import PythonSandbox
 
 # %% auto #0
 __all__ = ['PYTHON_TOOL_NAME', 'Tool', 'function_tool', 'resolve_tools', 'call_tool', 'last_boxed', 'grade', 'run_tools', 'solve']
@@ -138,9 +142,10 @@ def _as_text(value, limit: int) -> tuple[str, bool]:
     except UnicodeEncodeError: value = value.encode("utf-8", "replace").decode("utf-8")
     return (value[:limit] + "<output cut>", True) if len(value) > limit else (value, False)
 
-def call_tool(call, tools: list[Tool], sandbox=None, max_output_chars: int | None = None) -> tuple[str, dict]:
+def call_tool(call, tools: list[Tool], sandbox=None, max_output_chars: int | None = None, on_output=None) -> tuple[str, dict]:
     """Run one parsed tool call: (the tool response text for the model, a JSON-ready record for the trace).
-    A function's result is cut at `max_output_chars` (default: the sandbox's, else 1000) like the sandbox's output."""
+    A function's result is cut at `max_output_chars` (default: the sandbox's, else 1000) like the sandbox's output.
+    `on_output(text)` receives the Python tool's output as the code prints it."""
     t0 = time.perf_counter()
     limit = max_output_chars if max_output_chars is not None else getattr(sandbox, "max_output_chars", 1000)
     name = getattr(call, "name", None)
@@ -160,7 +165,7 @@ def call_tool(call, tools: list[Tool], sandbox=None, max_output_chars: int | Non
     if problem: return done(f"Error: {problem}", "bad arguments")
     if tool.fn is None:                                   # the Python tool
         if sandbox is None: return done("Error: no Python sandbox is available to run this code.", "no sandbox")
-        try: r = sandbox.run(record["arguments"]["code"])
+        try: r = sandbox.run(record["arguments"]["code"], **({"on_output": on_output} if on_output is not None else {}))
         except Exception as e:      # the sandbox itself failed (not the model's code): tell the model, keep the run
             return done(f"Error: the Python tool is unavailable ({e}).", f"sandbox failed: {type(e).__name__}: {e}")
         d = r.to_dict()
@@ -203,105 +208,8 @@ def grade(answer, reference) -> bool:
         return False
 
 # %% ../nbs/13_tir.ipynb #21287574
-@dataclass
-class _StepOut:
-    prompt_ids: list
-    ids: list
-    text: str                  # generated text without the stop token
-    end_text: str              # the stop token's text ("" when generation was cut)
-    finish_reason: str
-    logprobs: np.ndarray       # [len(ids)]
-    entropies: np.ndarray
-    routing: dict | None       # arrays over prompt_ids + ids: experts, weights, scores, logits, recorded (None: absent)
-    seconds: float
-    routing_note: str = ""
-
-def _local_step(model, tokenizer, prompt, gen_kw) -> _StepOut:
-    from cascade_lab.generate import generate_ids
-    g = generate_ids(model, tokenizer, [prompt], **gen_kw)[0]
-    n_all = len(g.prompt_ids) + len(g.ids)
-    routing, note = None, "routing was not recorded (record_routing=False)"
-    if g.routing is not None:
-        r, rows = g.routing, len(g.routing)
-        def grow(a):
-            return None if a is None else np.concatenate([a, np.zeros((n_all - rows,) + a.shape[1:], a.dtype)])
-        routing = {"experts": grow(r.experts), "weights": grow(r.weights), "scores": grow(r.scores),
-                   "logits": grow(r.logits), "recorded": np.arange(n_all) < rows}
-        note = ""
-    stopped = g.finish_reason == "stop"
-    return _StepOut(g.prompt_ids, g.ids, g.text, tokenizer.decode(g.ids[-1:]) if stopped else "", g.finish_reason,
-                    g.logprobs, g.entropies, routing, g.timings["seconds"], note)
-
-def _remote_step(remote, messages, schemas, gen_kw) -> _StepOut:
-    from cascade_lab.remote import generate_remote
-    t = generate_remote(remote, messages, tools=schemas, **gen_kw)
-    s = t.steps[0]
-    P, n = s.generated[0], s.generated[1] - s.generated[0]
-    routing = None
-    if t.routing is not None:
-        r = t.routing
-        routing = {"experts": r.experts, "weights": r.weights, "scores": r.scores, "logits": r.logits,
-                   "recorded": r.recorded if r.recorded is not None else np.ones(len(t), bool)}
-    end = "<|im_end|>" if s.finish_reason == "stop" else ""
-    return _StepOut(t.token_ids[:P].tolist(), t.token_ids[P:].tolist(), t.step_text(0), end, s.finish_reason or "stop",
-                    t.logprobs[P:], t.entropies[P:], routing, t.timings.get("seconds", 0.0), t.routing_note)
-
-# %% ../nbs/13_tir.ipynb #d59ef513
-class _Builder:
-    "Accumulates the steps into one token sequence, its per-token arrays, segments and Steps."
-    def __init__(self, tokenizer):
-        from cascade_lab.generate import token_strings
-        self.tok, self.token_strings = tokenizer, token_strings
-        self.ids, self.tokens, self.logprobs, self.entropies, self.routing = [], [], [], [], []
-        self.segments, self.steps = [], []
-        self.context_start, self.context_ids, self.context_text = 0, None, None
-        self.note = ""
-
-    def add(self, out: _StepOut, turn, i: int):
-        "Append step `i`; returns the (prompt, generated) token ranges."
-        from cascade_lab.trace import Segment, char_offsets, segments_from_turn
-        ctx = self.context_ids
-        if ctx is not None and out.prompt_ids[:len(ctx)] == ctx: new = out.prompt_ids[len(ctx):]
-        else:
-            new = out.prompt_ids
-            self.context_start = len(self.ids)
-        a = len(self.ids); b = a + len(new); c = b + len(out.ids)
-        skip = len(out.prompt_ids) - len(new)
-        self.ids += new + out.ids
-        gen_tokens = self.token_strings(self.tok, out.ids)
-        self.tokens += self.token_strings(self.tok, new) + gen_tokens
-        self.logprobs.append(np.concatenate([np.full(len(new), np.nan, np.float32), np.asarray(out.logprobs, np.float32)]))
-        self.entropies.append(np.concatenate([np.full(len(new), np.nan, np.float32), np.asarray(out.entropies, np.float32)]))
-        if out.routing is not None:
-            self.routing.append({k: (v[skip:] if v is not None else None) for k, v in out.routing.items()})
-        else:
-            self.routing.append(None)
-            self.note = self.note or out.routing_note
-        kind = "prompt" if i == 0 or a == self.context_start else "tool_response"
-        if b > a: self.segments.append(Segment(kind, a, b, i))
-        self.segments += segments_from_turn(turn, char_offsets(gen_tokens), b, i)
-        self.context_ids = out.prompt_ids + out.ids
-        return (a, b), (b, c)
-
-    def routing_obj(self, info):
-        "The trace's `Routing` over all steps (rows of a step without routing are marked unrecorded), and a note."
-        from cascade_lab.trace import Routing
-        parts, lens = self.routing, [len(lp) for lp in self.logprobs]
-        if all(p is None for p in parts): return None, self.note or "routing was not recorded"
-        def cat(name):
-            have = [p[name] for p in parts if p is not None and p.get(name) is not None]
-            if not have: return None
-            return np.concatenate([p[name] if p is not None and p.get(name) is not None
-                                   else np.zeros((m,) + have[0].shape[1:], have[0].dtype) for p, m in zip(parts, lens)])
-        rec = np.concatenate([p["recorded"] if p is not None else np.zeros(m, bool) for p, m in zip(parts, lens)])
-        return Routing(cat("experts"), cat("weights"), cat("scores"), info.moe_layers, info.num_experts,
-                       logits=cat("logits"), recorded=rec), self.note
-
-# %% ../nbs/13_tir.ipynb #36dbcf6c
-_REMOTE_OPTIONS = {"enable_thinking", "max_new_tokens", "greedy", "temperature", "top_p", "seed", "stream"}
-_STEP_TOKENS = 1024        # the generators' default max_new_tokens, a step's limit when only a run budget is given
-
-def _cat(parts) -> np.ndarray: return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+_STEP_TOKENS = SamplingParams().max_new_tokens   # a step's limit when only a run budget is given
+_LOCAL_ONLY = ("record_routing", "record_logits")
 
 def _should_stop(stop) -> bool:
     if stop is None: return False
@@ -326,109 +234,163 @@ def _check_messages(messages) -> list[dict]:
         raise ValueError('messages must be a list of message dicts, e.g. [{"role": "user", "content": "..."}]')
     return [dict(m) for m in messages]
 
+def _check_limits(max_steps, max_tool_calls, max_total_tokens, stop) -> None:
+    for name, v, low in (("max_steps", max_steps, 1), ("max_tool_calls", max_tool_calls, 0), ("max_total_tokens", max_total_tokens, 1)):
+        if name == "max_total_tokens" and v is None: continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ValueError(f"{name} must be an integer >= {low}{' or None' if name == 'max_total_tokens' else ''}, got {v!r}")
+    if stop is not None and not (isinstance(stop, threading.Event) or callable(stop)):
+        raise ValueError(f"stop must be a threading.Event or a function returning True to stop, got {type(stop).__name__}")
+
+# %% ../nbs/13_tir.ipynb #d59ef513
+@dataclass
+class _Run:
+    "One tool loop: what it runs with, and where it stands."
+    model: object
+    tokenizer: object
+    tools: list[Tool]
+    sandbox: object
+    own_sandbox: bool
+    sampling: SamplingParams
+    limits: dict                       # max_steps, max_tool_calls, max_total_tokens
+    stop: object
+    emit: RunRecorder
+    msgs: list
+    gen_kw: dict = field(default_factory=dict)      # record_routing, record_logits (local models)
+    on_step: typing.Callable | None = None
+    n_calls: int = 0
+    context_text: str | None = None    # the text the model's context stands for, after the last step
+    gen_s: float = 0.0
+    tool_s: float = 0.0
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def remote(self) -> bool: return isinstance(self.model, RemoteModel)
+    @property
+    def schemas(self) -> list | None: return [t.schema for t in self.tools] or None
+    def render(self) -> str:
+        return render_chat(self.msgs, self.schemas, add_generation_prompt=True, enable_thinking=self.sampling.enable_thinking)
+
+    @classmethod
+    def start(cls, messages, model, tokenizer, tools, sandbox, limits, stop, on_step, on_event, sampling, options) -> _Run:
+        _check_limits(**limits, stop=stop)
+        remote = isinstance(model, RemoteModel)
+        tokenizer = model.tokenizer if remote else tokenizer
+        if tokenizer is None: raise ValueError("a local model needs its tokenizer (tokenizer=...)")
+        stream, gen_kw = options.pop("stream", None), {k: options.pop(k) for k in _LOCAL_ONLY if k in options}
+        if remote and (bad := sorted(set(gen_kw) | ({"thinking_budget"} if options.get("thinking_budget") is not None else set()))):
+            raise ValueError(f"option(s) {', '.join(bad)} are not supported with a remote model (it takes the sampling "
+                             "options but thinking_budget, and stream)")
+        sp = SamplingParams.of(sampling, **options)
+        tool_list, msgs = resolve_tools(tools), _check_messages(messages)
+        own = sandbox is None and any(t.fn is None for t in tool_list)
+        run = cls(model, tokenizer, tool_list, PythonSandbox() if own else sandbox, own, sp, limits, stop,
+                  RunRecorder(text_stream(on_event, stream)), msgs, gen_kw, on_step)
+        info = remote_info(model) if remote else model_info(model)
+        run.emit(RunStarted(info, run.render(), list(msgs), run.schemas, sp.to_dict()))
+        return run
+
+# %% ../nbs/13_tir.ipynb #b1e00002
+@patch
+def step_sampling(self: _Run, i: int) -> SamplingParams | None:
+    "Step `i`'s sampling: its seed, and its token limit cut to what is left of the run's budget (None: spent)."
+    sp, total = self.sampling, self.limits["max_total_tokens"]
+    limit = sp.max_new_tokens
+    if total is not None:
+        left = total - self.emit.builder.generated_tokens
+        if left <= 0: return None
+        limit = min(limit, left)
+    return replace(sp, seed=None if sp.seed is None else sp.seed + i, max_new_tokens=limit)
+
+@patch
+def generate(self: _Run, i: int, sp: SamplingParams, text: str):
+    "Generate step `i` from the conversation's text; its events go out, and its (`StepOutput`, turn) come back."
+    b = self.emit.builder
+    if self.remote:
+        return remote_step(self.model, text, sp, step=i, emit=self.emit, prompt_skip=b.known_prefix, tools=self.schemas)
+    tok = self.tokenizer
+    if b.context_ids is not None and text.startswith(self.context_text):      # continue with the model's own tokens
+        prompt = b.context_ids + tok(text[len(self.context_text):], add_special_tokens=False).input_ids
+    else: prompt = tok(text, add_special_tokens=False).input_ids
+    stop = (lambda: _should_stop(self.stop)) if self.stop is not None else None
+    return generate_step(self.model, tok, prompt, sp, step=i, emit=self.emit, prompt_skip=b.known_prefix(prompt),
+                         tools=self.schemas, stop=stop, **self.gen_kw)
+
+# %% ../nbs/13_tir.ipynb #b1e00004
+@patch
+def call_tools(self: _Run, i: int, turn, reason: str | None) -> str | None:
+    "Answer each tool call of step `i`'s turn; returns why the run ends (None: it goes on)."
+    self.msgs.append(turn.to_message())
+    for j, call in enumerate(turn.tool_calls):
+        if reason is None and _should_stop(self.stop): reason = "stopped"
+        if reason is None and self.n_calls >= self.limits["max_tool_calls"]: reason = "max_tool_calls"
+        if reason == "length": break
+        if reason in ("stopped", "max_tool_calls"):
+            why = "the run was stopped" if reason == "stopped" else f"the tool-call budget ({self.limits['max_tool_calls']}) is exhausted"
+            record = {"name": call.name, "arguments": dict(call.arguments), "output": None, "error": f"not run: {why}", "seconds": 0.0}
+            content = f"Error: not run: {why}."
+        else:
+            self.emit(ToolStarted(i, j, call.name, dict(call.arguments)))
+            with _interrupt_when(self.stop, self.sandbox):
+                content, record = call_tool(call, self.tools, self.sandbox, on_output=lambda t: self.emit(ToolOutput(i, j, t)))
+            self.n_calls += 1
+        self.emit(ToolFinished(i, j, record, content))
+        self.msgs.append({"role": "tool", "content": content})
+    return reason
+
+# %% ../nbs/13_tir.ipynb #b1e00006
+@patch
+def step(self: _Run, i: int) -> str | None:
+    "Run step `i`; returns why the run ends (None: go on)."
+    text = self.render()
+    if _should_stop(self.stop): return "stopped"
+    sp = self.step_sampling(i)
+    if sp is None: return "length"
+    out, turn = self.generate(i, sp, text)
+    self.emit(StepGenerated(i, out, turn))
+    self.context_text = text + out.text + out.end_text
+    self.gen_s += out.timings.get("seconds", 0.0)
+    reason = {"stopped": "stopped", "length": "length"}.get(out.finish_reason) or (None if turn.tool_calls else "answer")
+    t = time.perf_counter()
+    reason = self.call_tools(i, turn, reason)
+    t = time.perf_counter() - t
+    self.tool_s += t
+    self.emit(StepFinished(i, out.finish_reason, {"generate_s": out.timings.get("seconds", 0.0), "tools_s": t,
+                                                 "new_tokens": len(out.ids)}))
+    if self.on_step is not None: self.on_step(i, self.emit.builder.steps[-1])
+    return reason
+
+@patch
+def finish(self: _Run, reason: str | None):
+    "Emit `RunFinished` (why the run ended, budgets, the sandbox's isolation); returns the trace."
+    b, lim = self.emit.builder, self.limits
+    tir = {"stop_reason": reason, "steps": len(b.steps), "tool_calls": self.n_calls, **lim}
+    if self.sandbox is not None and getattr(self.sandbox, "isolation", None) is not None: tir["sandbox"] = str(self.sandbox.isolation)
+    timings = {"seconds": time.perf_counter() - self.t0, "generate_s": self.gen_s, "tools_s": self.tool_s,
+               "new_tokens": b.generated_tokens}
+    return self.emit.finish(reason, self.msgs, timings, {"tir": tir})
+
+# %% ../nbs/13_tir.ipynb #36dbcf6c
 def run_tools(messages, *, model, tokenizer=None, tools=("python",), sandbox=None, max_steps: int = 256,
-              max_tool_calls: int = 256, max_total_tokens: int | None = None, enable_thinking: bool = True, stop=None,
-              on_step=None, seed: int | None = None, **generate_kw):
+              max_tool_calls: int = 256, max_total_tokens: int | None = None, sampling: SamplingParams | None = None,
+              stop=None, on_step=None, on_event=None, **options):
     """Run the tool loop on `messages` with `model` (a local model and its `tokenizer`, or a `RemoteModel`).
 
     `tools`: "python" (the sandboxed Python tool), functions, `Tool`s. `sandbox`: a `PythonSandbox` to use (kept
     open); by default one is made for the run and closed after it. Budgets, as NVIDIA's harness: the tokens the
     model generates over the whole run (`max_total_tokens`, each step's `max_new_tokens` is cut to what is left),
-    and only high safety caps on steps and tool calls (`max_steps`, `max_tool_calls`). Returns the multi-step `Trace`."""
-    from cascade_lab.remote import RemoteModel
-    from cascade_lab.trace import Step, Trace
-    remote = isinstance(model, RemoteModel)
-    tokenizer = model.tokenizer if remote else tokenizer
-    if tokenizer is None: raise ValueError("a local model needs its tokenizer (tokenizer=...)")
-    for name, v, low in (("max_steps", max_steps, 1), ("max_tool_calls", max_tool_calls, 0), ("max_total_tokens", max_total_tokens, 1)):
-        if name == "max_total_tokens" and v is None: continue
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name} must be an integer >= {low}{' or None' if name == 'max_total_tokens' else ''}, got {v!r}")
-    if remote and (bad := sorted(set(generate_kw) - _REMOTE_OPTIONS)):
-        raise ValueError(f"option(s) {', '.join(bad)} are not supported with a remote model (it takes {', '.join(sorted(_REMOTE_OPTIONS))})")
-    if stop is not None and not (isinstance(stop, threading.Event) or callable(stop)):
-        raise ValueError(f"stop must be a threading.Event or a function returning True to stop, got {type(stop).__name__}")
-    tool_list = resolve_tools(tools)
-    schemas = [t.schema for t in tool_list] or None
-    msgs = _check_messages(messages)
-    own_sandbox = sandbox is None and any(t.fn is None for t in tool_list)
-    if own_sandbox:
-        from cascade_lab.sandbox import PythonSandbox
-        sandbox = PythonSandbox()
-    b, n_calls, reason, t_start = _Builder(tokenizer), 0, None, time.perf_counter()
-    first_prompt, gen_s, tool_s = None, 0.0, 0.0
-    if remote:
-        from cascade_lab.trace import ModelInfo
-        info = ModelInfo.from_config(model.model_config(), name=model.served_model(), kind="remote")
-    else:
-        from cascade_lab.generate import model_info
-        info = model_info(model)
+    and only high safety caps on steps and tool calls (`max_steps`, `max_tool_calls`). `options`: `SamplingParams`
+    fields, `stream` (text deltas), and for a local model `record_routing`, `record_logits`. `on_event` receives
+    every event of the run; `on_step(i, step)` each finished `Step`. Returns the multi-step `Trace`."""
+    limits = dict(max_steps=max_steps, max_tool_calls=max_tool_calls, max_total_tokens=max_total_tokens)
+    run = _Run.start(messages, model, tokenizer, tools, sandbox, limits, stop, on_step, on_event, sampling, dict(options))
     try:
         for i in range(max_steps):
-            text = render_chat(msgs, schemas, add_generation_prompt=True, enable_thinking=enable_thinking)
-            first_prompt = first_prompt if first_prompt is not None else text
-            if _should_stop(stop): reason = "stopped"; break
-            kw = {**generate_kw, "enable_thinking": enable_thinking, "seed": None if seed is None else seed + i}
-            if max_total_tokens is not None:                # the run's token budget: what is left of it, at most
-                left = max_total_tokens - sum(s.generated[1] - s.generated[0] for s in b.steps)
-                if left <= 0: reason = "length"; break
-                kw["max_new_tokens"] = min(generate_kw.get("max_new_tokens", _STEP_TOKENS), left)
-            if stop is not None and not remote: kw["stop"] = lambda: _should_stop(stop)     # ends a generation early
-            if remote: out = _remote_step(model, msgs, schemas, kw)
-            else:
-                prompt = text
-                if b.context_ids is not None and text.startswith(b.context_text):       # continue with the model's own tokens
-                    suffix = text[len(b.context_text):]
-                    prompt = b.context_ids + tokenizer(suffix, add_special_tokens=False).input_ids
-                out = _local_step(model, tokenizer, prompt, kw)
-            gen_s += out.seconds
-            turn = parse_output(out.text, tools=schemas, thinking=enable_thinking)
-            (pa, pb), (ga, gb) = b.add(out, turn, i)
-            b.context_text = text + out.text + out.end_text    # what the model's context now stands for
-            results, t_tools = [], time.perf_counter()
-            if out.finish_reason == "stopped": reason = "stopped"
-            elif out.finish_reason == "length": reason = "length"
-            elif not turn.tool_calls: reason = "answer"
-            msgs.append(turn.to_message())
-            for call in turn.tool_calls:
-                if reason is None and _should_stop(stop): reason = "stopped"
-                if reason is None and n_calls >= max_tool_calls: reason = "max_tool_calls"
-                if reason in ("stopped", "max_tool_calls"):
-                    # answered all the same, so the conversation stays well formed (every call has its response)
-                    why = "the run was stopped" if reason == "stopped" else f"the tool-call budget ({max_tool_calls}) is exhausted"
-                    results.append({"name": call.name, "arguments": dict(call.arguments), "output": None,
-                                    "error": f"not run: {why}", "seconds": 0.0})
-                    msgs.append({"role": "tool", "content": f"Error: not run: {why}."})
-                    continue
-                if reason == "length": break
-                with _interrupt_when(stop, sandbox):
-                    content, record = call_tool(call, tool_list, sandbox)
-                n_calls += 1
-                results.append(record)
-                msgs.append({"role": "tool", "content": content})
-            t_tools = time.perf_counter() - t_tools
-            tool_s += t_tools
-            step = Step.from_turn(turn, (pa, pb), (ga, gb), results, out.finish_reason,
-                                  {"generate_s": out.seconds, "tools_s": t_tools, "new_tokens": gb - ga},
-                                  b.context_start)
-            b.steps.append(step)
-            if on_step is not None: on_step(i, step)
-            if reason is not None: break
+            if (reason := run.step(i)) is not None: break
         else: reason = "max_steps"
     finally:
-        if own_sandbox: sandbox.close()
-    routing, note = b.routing_obj(info) if b.steps else (None, "no step was generated")
-    tir = {"stop_reason": reason, "steps": len(b.steps), "tool_calls": n_calls, "max_steps": max_steps,
-           "max_tool_calls": max_tool_calls, "max_total_tokens": max_total_tokens}
-    if sandbox is not None and getattr(sandbox, "isolation", None) is not None: tir["sandbox"] = str(sandbox.isolation)
-    sampling = {k: v for k, v in generate_kw.items() if k in ("greedy", "temperature", "top_p", "max_new_tokens", "thinking_budget")}
-    sampling.update(seed=seed, enable_thinking=enable_thinking)
-    total = time.perf_counter() - t_start
-    new_tokens = sum(s.generated[1] - s.generated[0] for s in b.steps)
-    return Trace(info, np.array(b.ids, dtype=np.int64), b.tokens, prompt=first_prompt, messages=msgs, tools=schemas,
-                 segments=b.segments, logprobs=_cat(b.logprobs), entropies=_cat(b.entropies),
-                 sampling=sampling, timings={"seconds": total, "generate_s": gen_s, "tools_s": tool_s, "new_tokens": new_tokens},
-                 routing=routing, routing_note=note, steps=b.steps, meta={"tir": tir})
+        if run.own_sandbox: run.sandbox.close()
+    return run.finish(reason)
 
 # %% ../nbs/13_tir.ipynb #bc2618de
 def solve(problem: str, *, model, tokenizer=None, tools=("python",), greedy: bool = False, max_steps: int = 256,

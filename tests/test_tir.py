@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from cascade_lab.chat import MATH_INSTRUCTION, render_chat
-from cascade_lab.demo import SEEDS, TrainSettings, make_conversations, make_problem, solve_demo
+from cascade_lab.demo import SEEDS, TrainSettings, make_conversations, make_problem
+from cascade_lab.demo_eval import solve_demo
 from cascade_lab.sandbox import PythonSandbox
-from cascade_lab.tir import _Builder, _StepOut, run_tools, solve
+from cascade_lab.record import RunFinished, RunStarted, StepFinished, StepGenerated, StepOutput, TraceBuilder
+from cascade_lab.tir import run_tools, solve
 
 FRESH_SEED = 9100          # not a seed the demo model was trained or evaluated on
 pytestmark = pytest.mark.timeout(900)
@@ -93,29 +95,36 @@ def test_solve_demo_makes_and_closes_its_own_sandbox(local):
     assert after <= before
 
 
-def _out(prompt_ids, ids, text, end="<|im_end|>"):
-    n = len(prompt_ids) + len(ids)
-    routing = {"experts": np.arange(n * 2).reshape(n, 1, 2) % 8, "weights": np.ones((n, 1, 2), np.float32),
-               "scores": np.ones((n, 1, 2), np.float32), "logits": None, "recorded": np.arange(n) < n - 1, "layers": [1]}
-    return _StepOut(list(prompt_ids), list(ids), text, end, "stop", np.zeros(len(ids)), np.zeros(len(ids)), routing, 0.1)
+class _Rows:
+    "Routing rows as a generator hands them over: arrays over the step's input + output, the last row unrecorded."
+    def __init__(self, n):
+        self.experts = np.arange(n * 2).reshape(n, 1, 2) % 8
+        self.weights = self.scores = np.ones((n, 1, 2), np.float32)
+        self.logits, self.recorded = None, np.arange(n) < n - 1
 
 
-def test_builder_continues_or_starts_a_fresh_context(local):
+def _out(builder, prompt_ids, ids, text, end="<|im_end|>"):
+    skip = builder.known_prefix(prompt_ids)
+    return StepOutput(list(prompt_ids), ["t"] * (len(prompt_ids) - skip), list(ids), ["t"] * len(ids), text, "stop", end,
+                      skip, np.zeros(len(ids)), np.zeros(len(ids)), _Rows(len(prompt_ids) + len(ids)))
+
+
+def test_builder_continues_or_starts_a_fresh_context():
     from cascade_lab.parse import parse_output
     from cascade_lab.trace import ModelInfo
-    _, tok = local
-    b = _Builder(tok)
+    b = TraceBuilder()
+    b.feed(RunStarted(ModelInfo("t", "demo", "h", 2, [1], 8, 2), "p", [], None, {}))
     turn = parse_output("x</think>y", thinking=True)
-    p1, g1 = b.add(_out([5, 6, 7], [8, 9], "x</think>y"), turn, 0)
-    assert (p1, g1, b.context_start) == ((0, 3), (3, 5), 0)
-    p2, g2 = b.add(_out([5, 6, 7, 8, 9, 20, 21], [22], "z"), turn, 1)            # extends: only the new tokens
-    assert (p2, g2, b.context_start) == ((5, 7), (7, 8), 0)
-    p3, g3 = b.add(_out([5, 6, 30], [31], "w"), turn, 2)                           # history changed: a fresh context
-    assert (p3, g3, b.context_start) == ((8, 11), (11, 12), 8)
+    for i, (prompt, ids, text) in enumerate([([5, 6, 7], [8, 9], "x</think>y"),
+                                             ([5, 6, 7, 8, 9, 20, 21], [22], "z"),      # extends: only the new tokens
+                                             ([5, 6, 30], [31], "w")]):                 # history changed: a fresh context
+        b.feed(StepGenerated(i, _out(b, prompt, ids, text), turn))
+        b.feed(StepFinished(i, "stop", {}))
+    assert [(s.prompt, s.generated, s.context_start) for s in b.steps] == [((0, 3), (3, 5), 0), ((5, 7), (7, 8), 0),
+                                                                          ((8, 11), (11, 12), 8)]
     assert b.ids == [5, 6, 7, 8, 9, 20, 21, 22, 5, 6, 30, 31]
     assert [s.kind for s in b.segments if s.start in (5, 8)] == ["tool_response", "prompt"]
-    info = ModelInfo("t", "demo", "h", 2, [1], 8, 2)
-    r, _ = b.routing_obj(info)
+    r = b.feed(RunFinished(2, "answer", [], {}, {})).routing
     assert len(r) == 12 and r.recorded.tolist() == [1, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0]
     # step 2's rows are its own rows 5.. (the tokens new in it), not its first rows
     assert r.experts[5].tolist() == [[(5 * 2) % 8, (5 * 2 + 1) % 8]]
