@@ -136,6 +136,7 @@ class StepOutput:
     routing_note: str = ""
     timings: dict = field(default_factory=dict)
 
+# %% ../nbs/04_record.ipynb #a0c1e043
 @dataclass
 class RunStarted:
     model: ModelInfo

@@ -86,6 +86,7 @@ def function_tool(fn, name: str | None = None, description: str | None = None) -
     fn_schema["parameters"] = {"type": "object", "properties": props, "required": required}
     return Tool({"type": "function", "function": fn_schema}, fn)
 
+# %% ../nbs/13_tir.ipynb #a0c1e045
 def resolve_tools(tools) -> list[Tool]:
     """`Tool`s from a list of: "python" (the sandboxed Python tool), a tool schema dict naming the Python tool,
     a `Tool`, or a function."""

@@ -325,6 +325,29 @@ def _per_token(name: str, x, n: int) -> np.ndarray:
     if a.dtype.kind not in "fiu" or a.shape != (n,): raise ValueError(f"Trace.{name} must be {n} real numbers (one per token), got {a.dtype} {a.shape}")
     return np.ascontiguousarray(a, dtype=np.float32)
 
+# %% ../nbs/03_trace.ipynb #3d9ea31f
+def _check_layout(steps, segments, n: int) -> None:
+    "The steps cover the `n` tokens in order (prompt, generated, next prompt, ...); segments lie inside them."
+    pos = 0
+    for i, s in enumerate(steps):
+        if not isinstance(s, Step): raise ValueError(f"Trace.steps[{i}] must be a Step")
+        if s.prompt[0] != pos: raise ValueError(f"step {i}'s prompt starts at token {s.prompt[0]}, expected {pos}: "
+                                                "the steps cover the tokens in order (prompt, generated, next prompt, ...)")
+        pos = s.generated[1]
+    if steps and pos != n: raise ValueError(f"the steps end at token {pos}, the trace has {n} tokens")
+    for i, sg in enumerate(segments):
+        if not isinstance(sg, Segment): raise ValueError(f"Trace.segments[{i}] must be a Segment")
+        if sg.end > n or sg.step >= max(1, len(steps)):
+            raise ValueError(f"segment {i} ({sg.kind} {sg.start}..{sg.end}, step {sg.step}) lies outside the trace's {n} tokens / {len(steps)} steps")
+
+def _check_routing(r, m: ModelInfo, n: int) -> None:
+    "One routing row per token, for the model's MoE layers, experts and top-k."
+    if not isinstance(r, Routing): raise ValueError(f"Trace.routing must be a Routing or None, got {type(r).__name__}")
+    if len(r) != n: raise ValueError(f"Trace.routing has {len(r)} rows, the trace has {n} tokens (one row per token; mark gaps with `recorded`)")
+    if (r.layers, r.num_experts, r.k) != (m.moe_layers, m.num_experts, m.top_k):
+        raise ValueError(f"Trace.routing (layers {r.layers}, {r.num_experts} experts, top-{r.k}) does not match the model "
+                         f"(layers {m.moe_layers}, {m.num_experts} experts, top-{m.top_k})")
+
 @dataclass(eq=False, kw_only=True)
 class Trace:
     "The record of one run (see the conventions above); `save` / `Trace.load` write and read it as one file."
@@ -362,25 +385,8 @@ class Trace:
             if not isinstance(getattr(self, name), dict): raise ValueError(f"Trace.{name} must be a dict")
         if self.tools is not None: self.tools = list(self.tools)
         self.messages, self.steps, self.segments = list(self.messages), list(self.steps), list(self.segments)
-        pos = 0
-        for i, s in enumerate(self.steps):
-            if not isinstance(s, Step): raise ValueError(f"Trace.steps[{i}] must be a Step")
-            if s.prompt[0] != pos: raise ValueError(f"step {i}'s prompt starts at token {s.prompt[0]}, expected {pos}: "
-                                                    "the steps cover the tokens in order (prompt, generated, next prompt, ...)")
-            pos = s.generated[1]
-        if self.steps and pos != n: raise ValueError(f"the steps end at token {pos}, the trace has {n} tokens")
-        for i, sg in enumerate(self.segments):
-            if not isinstance(sg, Segment): raise ValueError(f"Trace.segments[{i}] must be a Segment")
-            if sg.end > n or sg.step >= max(1, len(self.steps)):
-                raise ValueError(f"segment {i} ({sg.kind} {sg.start}..{sg.end}, step {sg.step}) lies outside the trace's {n} tokens / {len(self.steps)} steps")
-        r = self.routing
-        if r is not None:
-            if not isinstance(r, Routing): raise ValueError(f"Trace.routing must be a Routing or None, got {type(r).__name__}")
-            if len(r) != n: raise ValueError(f"Trace.routing has {len(r)} rows, the trace has {n} tokens (one row per token; mark gaps with `recorded`)")
-            m = self.model
-            if (r.layers, r.num_experts, r.k) != (m.moe_layers, m.num_experts, m.top_k):
-                raise ValueError(f"Trace.routing (layers {r.layers}, {r.num_experts} experts, top-{r.k}) does not match the model "
-                                 f"(layers {m.moe_layers}, {m.num_experts} experts, top-{m.top_k})")
+        _check_layout(self.steps, self.segments, n)
+        if self.routing is not None: _check_routing(self.routing, self.model, n)
         elif not self.routing_note: self.routing_note = "routing was not recorded"
 
 # %% ../nbs/03_trace.ipynb #b0b70e70

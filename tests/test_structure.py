@@ -168,19 +168,25 @@ def test_counting_rule_counts_code_only():
     assert _code_lines(src, tree=ast.parse(src)) == 3          # def, x = 1, return
 
 
+def _owner(fn) -> str:
+    "A function's class: its `self: Cls` annotation (fastcore's @patch), else its name."
+    patched = any("patch" in ast.unparse(d) for d in getattr(fn, "decorator_list", []))
+    args = getattr(fn, "args", None)
+    if patched and args.args and isinstance(args.args[0].annotation, ast.Name): return args.args[0].annotation.id
+    return fn.name
+
+
 def test_only_the_trace_builder_assembles_a_trace():
-    "`Trace(...)` is called by the TraceBuilder, by file loading, and by test/example data only."
+    "`Trace(...)` is called by the TraceBuilder, by file loading, and by made-up example data only."
     allowed = {("record.py", "TraceBuilder"), ("trace.py", "_from_doc"), ("trace.py", "synthetic_trace")}
-    calls = []
+    found = {}
     for py in sorted(PKG.rglob("*.py")):
         tree = ast.parse(py.read_text())
         for fn in ast.walk(tree):
             if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)): continue
             for n in ast.walk(fn):
                 if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", None)) == "Trace":
-                    calls.append((py.name, fn.name, n.lineno))
-    outer = {}
-    for f, fn, line in calls: outer.setdefault((f, line), (f, fn))   # ast.walk visits the outermost def first
-    bad = sorted({v for v in outer.values()} - allowed)
-    assert not bad, f"Trace(...) assembled outside the TraceBuilder: {bad}"
-    assert ("record.py", "TraceBuilder") in set(outer.values()), "the TraceBuilder no longer builds traces?"
+                    found.setdefault((py.name, n.lineno), (py.name, _owner(fn)))   # the outermost def or class
+    where = set(found.values())
+    assert not where - allowed, f"Trace(...) assembled outside the TraceBuilder: {sorted(where - allowed)}"
+    assert ("record.py", "TraceBuilder") in where, "the TraceBuilder no longer builds traces?"
