@@ -7,815 +7,29 @@ Docs: https://cascade-lab.github.io/cascade-lab/sandbox.html.md"""
 # %% ../nbs/12_sandbox.ipynb #fad10189
 from __future__ import annotations
 
-import ctypes
-import errno
-import fnmatch
-import glob
-import importlib.util
 import json
 import os
 import queue
 import re
-import resource
-import select
-import shutil
 import signal
-import site
-import stat
 import sys
-import tempfile
 import threading
 import time
-import uuid
 import warnings
 import weakref
 from dataclasses import dataclass, field
 
+from fastcore.basics import patch
+
+# `Isolation`, `ENV_ALLOW`, `allowed_env` and `scrub_env` stay importable from here too
+from .isolation import (
+    ENV_ALLOW, Isolation, _Cgroups, _first_plan, _fresh_run_dirs, _give_back, _kernel_env, _launcher_argv, _limits,
+    _measured, _new_run_dir, _read, _remove_tree, _sigkill, allowed_env, scrub_env)
+
 # %% auto #0
-__all__ = ['SECRET_PATTERNS', 'ENV_ALLOW', 'is_secret_name', 'scrub_env', 'allowed_env', 'Isolation', 'ExecResult',
-           'clean_stream', 'harness_text', 'plain_traceback', 'SandboxError', 'PythonSandbox']
-
-# %% ../nbs/12_sandbox.ipynb #948792b4
-SECRET_PATTERNS = ("*_TOKEN", "*_KEY", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*CREDENTIAL*", "*_PAT",
-                   "AWS_*", "AZURE_*", "GOOGLE_APPLICATION_CREDENTIALS", "GCP_*", "GCLOUD_*", "CLOUDSDK_*",
-                   "*API_KEY*", "*ACCESS_KEY*", "*_AUTH", "*_AUTH_*", "SSH_AUTH_SOCK", "NETRC", "KUBECONFIG",
-                   "DOCKER_CONFIG", "HF_HOME", "HUGGINGFACE_HUB_CACHE", "DATABASE_URL", "*_DSN")
-
-def is_secret_name(name: str) -> bool:
-    "Whether an environment variable's name looks like a credential (see `SECRET_PATTERNS`)."
-    up = name.upper()
-    return any(fnmatch.fnmatchcase(up, p) for p in SECRET_PATTERNS)
-
-def scrub_env(env: dict) -> tuple[dict, list[str]]:
-    "(a copy of `env` without credential-looking variables, the sorted names removed)."
-    removed = sorted(k for k in env if is_secret_name(k))
-    return {k: v for k, v in env.items() if k not in removed}, removed
-
-# %% ../nbs/12_sandbox.ipynb #3c5e0a71
-ENV_ALLOW = ("LANG", "LANGUAGE", "LC_*", "TZ", "TERM", "COLORTERM", "NO_COLOR", "COLUMNS", "LINES",
-             "PATH", "LD_LIBRARY_PATH", "PYTHONPATH", "PYTHONHOME", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8",
-             "PYTHONDONTWRITEBYTECODE", "PYTHONWARNINGS", "PYTHONNOUSERSITE", "PYTHONUSERBASE", "VIRTUAL_ENV",
-             "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-             "NUMEXPR_MAX_THREADS", "MPLBACKEND", "SOURCE_DATE_EPOCH")
-
-def allowed_env(environ: dict) -> tuple[dict, list[str]]:
-    """(the variables of `environ` the kernel may inherit, the sorted names it may not). An allowlist (`ENV_ALLOW`:
-    locale, time zone, terminal, the interpreter's own variables), because credentials hide under any name:
-    `PIP_INDEX_URL=https://user:pass@...`, `HTTPS_PROXY`, `MONGODB_URI`, `MYSQL_PWD`, a bare `TOKEN`."""
-    ok = {k: v for k, v in environ.items()
-          if any(fnmatch.fnmatchcase(k, p) for p in ENV_ALLOW) and not is_secret_name(k)}
-    return ok, sorted(set(environ) - set(ok))
-
-# %% ../nbs/12_sandbox.ipynb #d9ecb676
-_CG_PREFIX = "cascade-sandbox-"
-
-def _cgroup_mounts() -> dict:
-    "{controller or 'unified': (version, mount point, mount root)} from /proc/self/mountinfo."
-    out = {}
-    try: lines = open("/proc/self/mountinfo").read().splitlines()
-    except OSError: return out
-    for line in lines:
-        pre, _, post = line.partition(" - ")
-        f, p = pre.split(), post.split()
-        if len(f) < 5 or len(p) < 3: continue
-        if p[0] == "cgroup2": out.setdefault("unified", (2, f[4], f[3]))
-        elif p[0] == "cgroup":
-            for c in p[2].split(","):
-                if c in ("memory", "pids", "cpu"): out.setdefault(c, (1, f[4], f[3]))
-    return out
-
-def _own_cgroup_dir(controller: str, mounts: dict) -> tuple[int, str] | None:
-    "(version, directory of this process's group) for a controller (v1 preferred), or None where it is not mounted."
-    try: entries = [l.split(":", 2) for l in open("/proc/self/cgroup").read().splitlines() if l.count(":") >= 2]
-    except OSError: return None
-    def where(mount, path):
-        _, mnt, root = mount
-        rel = path[len(root):] if root != "/" and path.startswith(root) else path
-        return os.path.join(mnt, rel.lstrip("/"))
-    for _, ctrls, path in entries:
-        if controller in ctrls.split(",") and controller in mounts: return 1, where(mounts[controller], path)
-    for hid, ctrls, path in entries:
-        if hid == "0" and ctrls == "" and "unified" in mounts:
-            d = where(mounts["unified"], path)
-            if os.path.exists(os.path.join(d, "cgroup.controllers")): return 2, d
-    return None
-
-def _write(path: str, value) -> None:
-    with open(path, "w") as f: f.write(str(value))
-
-def _read(path: str, default: str = "") -> str:
-    try:
-        with open(path) as f: return f.read()
-    except OSError: return default
-
-def _remove_tree(path: str) -> None:
-    """Remove a directory tree that the kernel may have shaped (never following a link): first unmount a socket
-    tmpfs left in it, then `shutil.rmtree`, and `rm -rf` for what that cannot do (a tree deeper than Python's
-    recursion limit)."""
-    _unmount(os.path.join(path, "k"))
-    try: shutil.rmtree(path)
-    except FileNotFoundError: return
-    except (OSError, RecursionError):
-        import subprocess
-        subprocess.run(["rm", "-rf", "--one-file-system", "--", path], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
-
-def _unmount(path: str) -> None:
-    "Detach whatever is mounted on `path` (as root; a link is never followed); nothing when nothing is."
-    if os.getuid() != 0: return
-    try: ctypes.CDLL(None, use_errno=True).umount2(path.encode(), 2 | 8)     # MNT_DETACH | UMOUNT_NOFOLLOW
-    except OSError: pass
-
-# %% ../nbs/12_sandbox.ipynb #60266a55
-class _Cgroups:
-    """The kernel's groups: `dirs` (paths to join), and what each controller enforces (`memory`, `pids`, `cpu`: text,
-    or None where it could not be set up, with the reason in `notes`)."""
-    def __init__(self, memory_mb: int | None, max_processes: int | None, cpus: float | None = None):
-        self.dirs, self.memory, self.pids, self.cpu, self.notes = [], None, None, None, []
-        self._mem_dir = self._pids_dir = self._cpu_dir = None
-        mounts = _cgroup_mounts()
-        name, used = f"{_CG_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}", set()    # owner's pid: see _sweep_stale
-        for ctrl, want in (("memory", memory_mb), ("pids", max_processes), ("cpu", cpus)):
-            if want is None: continue
-            where = _own_cgroup_dir(ctrl, mounts)
-            if where is None: self.notes.append(f"no {ctrl} cgroup is mounted"); continue
-            version, parent = where
-            d = os.path.join(parent, name)
-            try:
-                if d not in self.dirs:
-                    _sweep_stale(parent)
-                    os.mkdir(d)
-                    self.dirs.append(d)
-                if version == 2 and ctrl not in _read(os.path.join(d, "cgroup.controllers")).split():
-                    try: _write(os.path.join(parent, "cgroup.subtree_control"), f"+{ctrl}")
-                    except OSError: pass
-                    if ctrl not in _read(os.path.join(d, "cgroup.controllers")).split():
-                        self.notes.append(f"the cgroup v2 parent does not delegate '{ctrl}'"); continue
-                if ctrl == "memory": self._set_memory(version, d, memory_mb)
-                elif ctrl == "cpu": self._set_cpu(version, d, cpus)
-                else: _write(os.path.join(d, "pids.max"), max_processes)
-            except OSError as e:
-                self.notes.append(f"cannot use the {ctrl} cgroup at {parent}: {e.strerror or e}")
-                continue
-            label = f"cgroup v{version}"
-            used.add(d)
-            if ctrl == "memory": self.memory, self._mem_dir = f"{label}, {memory_mb} MB", (version, d)
-            elif ctrl == "cpu": self.cpu, self._cpu_dir = f"{label}, {cpus:g} core(s)", d
-            else: self.pids, self._pids_dir = f"{label}, {max_processes} tasks", d
-        for d in [d for d in self.dirs if d not in used]: self._rmdir(d); self.dirs.remove(d)   # enforcing nothing
-
-    def why(self, ctrl: str) -> str:
-        "Why the `ctrl` controller is not in use."
-        return "; ".join(n for n in self.notes if f" {ctrl} " in n or f"'{ctrl}'" in n) or "unknown reason"
-
-    @staticmethod
-    def _set_cpu(version: int, d: str, cpus: float) -> None:
-        period = 100_000                              # microseconds; the quota is cpus periods' worth of run time
-        if version == 1:
-            _write(os.path.join(d, "cpu.cfs_period_us"), period)
-            _write(os.path.join(d, "cpu.cfs_quota_us"), max(1000, int(cpus * period)))
-        else: _write(os.path.join(d, "cpu.max"), f"{max(1000, int(cpus * period))} {period}")
-
-    @staticmethod
-    def _set_memory(version: int, d: str, mb: int) -> None:
-        b = int(mb) * 2**20
-        if version == 1:
-            _write(os.path.join(d, "memory.limit_in_bytes"), b)
-            if os.path.exists(os.path.join(d, "memory.memsw.limit_in_bytes")):
-                _write(os.path.join(d, "memory.memsw.limit_in_bytes"), b)     # no swapping past the limit
-            try: _write(os.path.join(d, "memory.swappiness"), 0)
-            except OSError: pass
-        else:
-            _write(os.path.join(d, "memory.max"), b)
-            try: _write(os.path.join(d, "memory.swap.max"), 0)
-            except OSError: pass
-
-    def oom_kills(self) -> int:
-        "How many times the memory controller has killed a process of this group (0 without one)."
-        if self._mem_dir is None: return 0
-        version, d = self._mem_dir
-        text = _read(os.path.join(d, "memory.oom_control" if version == 1 else "memory.events"))
-        m = re.search(r"^oom_kill (\d+)", text, re.M)
-        return int(m.group(1)) if m else 0
-
-    def refusals(self) -> int:
-        "How many times the pids controller has refused a new task in this group."
-        for d in self.dirs:
-            m = re.search(r"^max (\d+)", _read(os.path.join(d, "pids.events")), re.M)
-            if m: return int(m.group(1))
-        return 0
-
-    def pids_inside(self) -> set[int]: return _procs_in(self.dirs)
-
-    def kill_all(self, timeout: float = 5.0) -> None: _kill_in(self.dirs, timeout)
-
-    @staticmethod
-    def _rmdir(d: str) -> None:
-        for _ in range(100):         # the kernel may take a moment to leave after SIGKILL
-            try: os.rmdir(d); return
-            except FileNotFoundError: return
-            except OSError: time.sleep(0.02)
-
-    def remove(self) -> None:
-        self.kill_all()
-        for d in self.dirs: self._rmdir(d)
-        self.dirs = []
-
-def _procs_in(dirs) -> set[int]:
-    "The processes in cgroup directories `dirs`."
-    return {int(x) for d in dirs for x in _read(os.path.join(d, "cgroup.procs")).split()}
-
-def _sigkill(pids) -> None:
-    for p in pids:
-        try: os.kill(p, signal.SIGKILL)
-        except OSError: pass
-
-def _kill_in(dirs, timeout: float = 5.0) -> None:
-    "SIGKILL every process in the groups until none is left (a fork loop cannot outrun it: the pids limit holds)."
-    end = time.monotonic() + timeout
-    while (pids := _procs_in(dirs)) and time.monotonic() < end:
-        _sigkill(pids)
-        time.sleep(0.01)
-
-def _pid_alive(pid: int) -> bool:
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    return True
-
-def _owner(name: str, prefix: str) -> int | None:
-    "The owner's pid in a name like `<prefix><pid>-<random>`, or None."
-    head = name[len(prefix):].split("-", 1)[0]
-    return int(head) if name.startswith(prefix) and head.isdigit() else None
-
-def _sweep_stale(parent: str) -> None:
-    """Remove empty groups left behind by a process that died without closing its sandbox. A live owner's groups
-    are never touched: they are empty too while a kernel starts or restarts."""
-    try: names = os.listdir(parent)
-    except OSError: return
-    for n in names:
-        pid = _owner(n, _CG_PREFIX)
-        if pid is None or _pid_alive(pid): continue
-        d = os.path.join(parent, n)
-        if not _read(os.path.join(d, "cgroup.procs"), "x").strip():
-            try: os.rmdir(d)
-            except OSError: pass
-
-def _sweep_stale_dirs() -> None:
-    """Remove the run directories of sandboxes whose process died without closing them (as root whoever owns them:
-    an old kernel may have had its own uid). A symbolic link is never followed (`lstat`, and `rmtree` refuses links)."""
-    tmp, uid = tempfile.gettempdir(), os.getuid()
-    try: names = os.listdir(tmp)
-    except OSError: return
-    for n in names:
-        pid = _owner(n, "cl-sbx-") or _owner(n, "cascade-sandbox-")
-        if pid is None or _pid_alive(pid): continue
-        d = os.path.join(tmp, n)
-        try:
-            st = os.lstat(d)
-            if stat.S_ISLNK(st.st_mode) and (uid == 0 or st.st_uid == uid): os.unlink(d)
-            elif stat.S_ISDIR(st.st_mode) and (uid == 0 or st.st_uid == uid): _remove_tree(d)
-        except Exception: pass
-
-# %% ../nbs/12_sandbox.ipynb #51af8f60
-_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWUSER, _CLONE_NEWPID, _CLONE_NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
-_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
-_MNT_DETACH = 2
-_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER, _PR_SET_NO_NEW_PRIVS = 1, 36, 38
-_SYS_KEYCTL = {"x86_64": 250, "aarch64": 219}.get(os.uname().machine)
-_KEYCTL_JOIN_SESSION_KEYRING = 1
-
-def _libc():
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
-    libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    return libc
-
-def _check(rc: int, what: str) -> None:
-    if rc != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, f"{what}: {os.strerror(e)}")
-
-def _mount(libc, src, target: str, fstype, flags: int, data=None) -> None:
-    enc = lambda s: None if s is None else str(s).encode()
-    _check(libc.mount(enc(src), enc(target), enc(fstype), flags, enc(data)), f"mounting {fstype or src} on {target}")
-
-def _loopback_up() -> None:
-    "Bring `lo` up in a fresh network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS), so code can still use 127.0.0.1."
-    import fcntl, socket, struct
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH22x", b"lo", 0))[:18])[1]
-        fcntl.ioctl(s, 0x8914, struct.pack("16sH22x", b"lo", flags | 0x1))
-
-def _new_session_keyring(libc) -> str:
-    "Leave the researcher's session keyring (inherited across the uid drop) for a fresh, empty one."
-    if _SYS_KEYCTL is None: return f"NOT replaced: no keyctl system call number known for {os.uname().machine}"
-    if libc.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, None) < 0:
-        return f"NOT replaced: keyctl failed ({os.strerror(ctypes.get_errno())})"
-    return "a fresh session keyring of its own"
-
-# %% ../nbs/12_sandbox.ipynb #5b1e7c02
-_SCRATCH = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock")
-# where credentials live when the environment moves them out of the home directory
-_CREDENTIAL_VARS = ("HF_HOME", "HF_TOKEN_PATH", "HUGGINGFACE_HUB_CACHE", "XDG_CONFIG_HOME", "XDG_CACHE_HOME",
-                    "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "KUBECONFIG", "AWS_CONFIG_FILE",
-                    "AWS_SHARED_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "AZURE_CONFIG_DIR",
-                    "NETRC", "PIP_CONFIG_FILE", "GNUPGHOME", "PASSWORD_STORE_DIR", "SSH_AUTH_SOCK", "GIT_CONFIG_GLOBAL",
-                    "NPM_CONFIG_USERCONFIG")
-_GPU_DEVICE_GLOBS = ("/dev/nvidia*",)
-_SECRET_DIRS = ("/run/secrets", "/var/run/secrets")      # where Docker and Kubernetes mount secrets
-_SYSTEM_DIRS = {"/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/opt", "/var", "/dev", "/proc",
-                "/sys", "/run", "/srv", "/boot", "/mnt", "/media", "/home", "/tmp"}
-
-def _under(p: str, q: str) -> bool:
-    "Whether path `p` is `q` or lies inside it."
-    return p == q or p.startswith(q.rstrip("/") + "/")
-
-def _outermost(paths) -> list[str]:
-    "The paths not inside another of them, sorted."
-    out = []
-    for p in sorted(set(paths)):
-        if not any(_under(p, q) for q in out): out.append(p)
-    return out
-
-def _closed_ancestor(path: str) -> str | None:
-    "The outermost directory above `path` that other users may not pass through (mode without o+x), or None."
-    parts = path.split("/")
-    for i in range(2, len(parts)):
-        d = "/".join(parts[:i])
-        try:
-            if not os.stat(d).st_mode & 0o001: return d
-        except OSError: return None
-    return None
-
-def _readable(p: str) -> bool:
-    "Whether other users may read `p` (and list it, for a directory)."
-    try: mode = os.stat(p).st_mode
-    except OSError: return False
-    return bool(mode & 0o004) and (not stat.S_ISDIR(mode) or bool(mode & 0o001))
-
-def _mount_plan(home: str | None, keep_ro, keep_rw, drop_uid: bool, gpus: bool, environ: dict, optional=()) -> dict:
-    """What the kernel's mount namespace hides and shows, as lists of real paths:
-    `scratch`: the directories every user may write to, replaced by one private tmpfs of bounded size;
-    `cover`: directories replaced by an empty tmpfs (the home, credential stores the environment names, well-known
-    secret mounts and, for a kernel with a uid of its own, every private directory above something it needs);
-    `blank`: files replaced by an empty, unreadable file (credential files, GPU device nodes);
-    `keep_ro` / `keep_rw`: what stays visible at its own path inside a cover, read-only or writable;
-    `unreadable`: needed paths the kernel's own uid could not read even so (it then stays root, and says why).
-    `optional` paths (folders on sys.path or PATH: a script's folder, the package's source) are shown only where
-    they are in sight anyway: never bound back from under a cover (a project folder's `.env` stays hidden)."""
-    real = lambda p: os.path.realpath(p)
-    optional = {real(p) for p in optional if p}
-    wanted = sorted({real(p) for p in keep_ro if p and os.path.exists(p)})
-    keep_rw = _outermost(real(p) for p in keep_rw if p and os.path.exists(p))
-    scratch = _outermost(real(p) for p in _SCRATCH if os.path.isdir(p))
-    hidden = {real(p) for p in _SECRET_DIRS if os.path.isdir(p)}
-    if home: hidden.add(real(home))
-    for v in _CREDENTIAL_VARS:
-        for p in environ.get(v, "").split(os.pathsep):
-            if p and os.path.isabs(p) and os.path.lexists(p): hidden.add(real(p))
-    needed = [p for p in wanted if p not in optional]
-    if drop_uid: hidden |= {a for p in needed + keep_rw if (a := _closed_ancestor(p)) is not None}
-    # never cover a system directory, or one that holds a scratch directory (the system would go with it)
-    hidden = {p for p in hidden if p not in _SYSTEM_DIRS and not any(_under(s, p) for s in scratch)}
-    out_of_sight = lambda p: any(_under(p, h) for h in hidden | set(scratch))
-    keep = [p for p in wanted if p not in optional or not out_of_sight(p) and (not drop_uid or _readable(p))]
-    # a folder that holds a hidden or a scratch one (the home itself, or /tmp for a script in /tmp) is not shown
-    keep = [p for p in _outermost(keep) if not any(_under(h, p) for h in hidden | set(scratch))]
-    keep_ro = [p for p in keep if not any(_under(p, q) for q in keep_rw)]
-    unreadable = [p for p in keep_ro if drop_uid and not _readable(p)]
-    cover = [p for p in _outermost(p for p in hidden if os.path.isdir(p)) if not any(_under(p, s) for s in scratch)]
-    in_scratch = sorted(p for p in hidden if any(_under(p, s) for s in scratch))     # hidden by the private tmpfs
-    blank = sorted(p for p in hidden if not os.path.isdir(p) and not any(_under(p, c) for c in cover + scratch))
-    if not gpus: blank += sorted({p for g in _GPU_DEVICE_GLOBS for p in glob.glob(g) if not os.path.isdir(p)})
-    return {"tmp": real("/tmp"), "scratch": scratch, "cover": cover, "blank": blank, "keep_ro": keep_ro, "keep_rw": keep_rw,
-            "in_scratch": in_scratch, "unreadable": unreadable}
-
-# %% ../nbs/12_sandbox.ipynb #5b1e7c03
-def _mountpoint(path: str, is_dir: bool) -> None:
-    "Make `path` (and its parents, world-traversable) exist so something can be mounted on it; only ever called inside a fresh tmpfs."
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    if is_dir: os.makedirs(path, mode=0o755, exist_ok=True)
-    elif not os.path.lexists(path): os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
-
-def _keep_flags(path: str) -> int:
-    "The flags a read-only remount of `path` must keep (a user namespace may not clear them)."
-    f = os.statvfs(path).f_flag
-    return (f & (_MS_NOSUID | _MS_NODEV | _MS_NOEXEC | 1024 | 2048)) | ((1 << 21) if f & 4096 else 0)
-
-def _private_view(libc, plan: dict, stage: str, disk_mb: int, owned: dict, drop: bool) -> dict:
-    """Build the kernel's view of the file system in its own mount namespace (we are root, or own a user
-    namespace, and no code of the model's runs yet). Returns what was done, by kind, for the isolation report.
-    `owned`: {path: fd} of the writable directories to show (the sockets, a researcher's working directory), opened
-    and checked by the caller; `drop`: whether the kernel gets a uid of its own (else what it could write in the
-    interpreter's and the packages' directories is made read-only). Every source is opened before anything is
-    covered and bound from its descriptor (`/proc/self/fd/N`), so no path is looked up twice."""
-    done = {"scratch": [], "cover": [], "blank": [], "ro": [], "errors": []}
-    _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)                  # nothing we mount leaks out
-    os.makedirs(stage, mode=0o700, exist_ok=True)
-    inodes = max(1024, int(disk_mb) * 64)
-    _mount(libc, "tmpfs", stage, "tmpfs", _MS_NOSUID | _MS_NODEV, f"mode=700,size={int(disk_mb)}m,nr_inodes={inodes}")
-    fds, opened = {}, []                 # {path: descriptor to bind from}; the descriptors opened here
-    def path_fd(p):
-        opened.append(os.open(p, os.O_PATH | os.O_CLOEXEC))
-        return opened[-1]
-    try:
-        for i, t in enumerate(plan["scratch"]):
-            os.mkdir(f"{stage}/{i}"); os.chmod(f"{stage}/{i}", 0o1777)
-            fds[t] = path_fd(f"{stage}/{i}")
-        os.close(os.open(f"{stage}/blank", os.O_WRONLY | os.O_CREAT, 0o000))
-        blank, stage_fd = path_fd(f"{stage}/blank"), path_fd(stage)
-        for p in plan["keep_ro"]: fds[p] = path_fd(p)
-        fds.update(owned)
-        covered = []                       # scratch and covers, in the order they are mounted (outer first)
-        for t in sorted(plan["scratch"] + plan["cover"], key=lambda p: p.count("/")):
-            try:
-                if any(_under(t, c) for c in covered): _mountpoint(t, True)
-                if t in plan["scratch"]:
-                    _mount(libc, f"/proc/self/fd/{fds[t]}", t, None, _MS_BIND)
-                    done["scratch"].append(t)
-                else:
-                    _mount(libc, "tmpfs", t, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755,size=1m,nr_inodes=4096")
-                    done["cover"].append(t)
-                covered.append(t)
-            except OSError as e: done["errors"].append(str(e))
-        for p in sorted(plan["keep_ro"] + list(owned), key=lambda p: p.count("/")):
-            try:
-                inside = any(_under(p, c) for c in covered)
-                if not inside and (p not in owned and (drop or not os.access(p, os.W_OK))): continue   # in sight, not writable
-                if inside: _mountpoint(p, os.path.isdir(f"/proc/self/fd/{fds[p]}"))
-                _mount(libc, f"/proc/self/fd/{fds[p]}", p, None, _MS_BIND | _MS_REC)
-                if p not in owned:        # the interpreter, packages, sources: readable, never writable
-                    _mount(libc, None, p, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | _keep_flags(p))
-                    done["ro"].append(p)
-            except OSError as e: done["errors"].append(str(e))
-        for p in plan["blank"]:
-            try:
-                if not any(_under(p, c) for c in covered):
-                    _mount(libc, f"/proc/self/fd/{blank}", p, None, _MS_BIND)
-                done["blank"].append(p)
-            except OSError as e: done["errors"].append(str(e))
-        libc.umount2(f"/proc/self/fd/{stage_fd}".encode(), _MNT_DETACH)     # the staging path goes; its binds stay
-    finally:
-        for fd in opened: os.close(fd)
-    return done
-
-# %% ../nbs/12_sandbox.ipynb #5b1e7c04
-# Run in the kernel at start-up (in a function, so it leaves no names behind):
-# - `exit()` / `quit()` must not end the session behind the model's back (IPython would stop the kernel later);
-# - IPython 9 copies every call's stdout and stderr into `history_manager.outputs` and never lets go: a slow
-#   leak over many calls, and an out-of-memory death on a flood of output. Nothing here reads it;
-# - jupyter_client's packer cannot encode a lone surrogate and drops the whole message (an error, an output):
-#   pack with ASCII escapes instead, which any string survives;
-# - every message is cut before it leaves the kernel: at most OUTPUT_CAP characters per stream per call (a flood
-#   would otherwise pile up in ipykernel's buffers), and in results, displays and errors every text at OUTPUT_CAP,
-#   an image over IMAGE_CAP bytes or past IMAGES_CAP per call dropped, other kinds of output (HTML, JSON...), which
-#   nobody reads here, dropped: a cell ending in a 200 MB value sends 100 kB, not 200 MB;
-# - after each cell, wait until the pipes that carry fd-level output (subprocesses, C code) are read, and
-#   flush, so that output belongs to its call.
-_KERNEL_STARTUP = """
-def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
-    import collections, fcntl, json, struct, sys, termios, time, warnings
-    from IPython import get_ipython
-    from jupyter_client.jsonutil import json_default
-    ip = get_ipython()
-    ip.ask_exit = lambda: None
-    class Discard(collections.defaultdict):      # IPython keeps every call's output in memory, forever, unless...
-        def __contains__(self, key): return False
-        def __getitem__(self, key): return []
-    ip.history_manager.outputs = Discard(list)
-    warnings.filterwarnings("ignore", message="To exit: use")
-    from IPython.core.compilerop import CachingCompiler
-    ip.compile = CachingCompiler()        # cells named <ipython-input-N-...>, as in a terminal IPython (warnings name them)
-    counts, images, last_plain = {}, [0], [None]
-    show = ip._showtraceback
-    def showtraceback(etype, evalue, stb):      # the plain form too, which the harness's model saw
-        plain, tb = stb, getattr(sys, "last_traceback", None)
-        if etype is not None and tb is not None and not issubclass(etype, (SyntaxError, SystemExit)):
-            itb, mode = ip.InteractiveTB, ip.InteractiveTB.mode
-            try:
-                itb.set_mode("Plain")
-                plain = itb.structured_traceback(etype, evalue, tb)
-            except Exception: plain = stb
-            finally: itb.set_mode(mode)
-        last_plain[0] = list(plain)
-        return show(etype, evalue, stb)
-    ip._showtraceback = showtraceback
-    def cut(s):
-        s = s if isinstance(s, str) else str(s)
-        return s if len(s) <= output_cap else s[:output_cap] + "<output cut>"
-    def bundle(data):
-        out = {}
-        for mime, v in data.items():
-            if mime.startswith("image/"):
-                n = len(v) if isinstance(v, (str, bytes)) else output_cap + 1
-                if n > image_cap or images[0] + n > images_cap:
-                    out["text/plain"] = f"<{mime} image of {n} bytes not shown: over the sandbox's image limit>"
-                    continue
-                images[0] += n
-                out[mime] = v
-            elif mime == "text/plain" and "text/plain" not in out: out[mime] = cut(v)
-        return out
-    def capped(obj):
-        if not isinstance(obj, dict): return obj
-        if isinstance(obj.get("data"), dict): obj = {**obj, "data": bundle(obj["data"]), "metadata": {}}
-        if isinstance(obj.get("traceback"), list):
-            obj = {**obj, "traceback": [cut(x) for x in obj["traceback"][-30:]]}
-            if last_plain[0] is not None: obj["plain"] = [cut(x) for x in last_plain[0][-30:]]
-        if isinstance(obj.get("payload"), list): obj = {**obj, "payload": [capped(p) for p in obj["payload"][:10]]}
-        for k in ("text", "evalue", "ename"):
-            if isinstance(obj.get(k), str) and len(obj[k]) > output_cap: obj = {**obj, k: cut(obj[k])}
-        return obj
-    def pack(obj):
-        obj = capped(obj)
-        try: return json.dumps(obj, default=json_default, ensure_ascii=True, allow_nan=False).encode()
-        except ValueError: return json.dumps(obj, default=json_default, ensure_ascii=True).encode()
-    ip.kernel.session.pack = pack
-    def capped_write(stream):
-        write = stream.write
-        def w(text):
-            n = counts.get(id(stream), 0)
-            counts[id(stream)] = n + len(text)
-            if n < output_cap: write(text[:output_cap - n])
-            return len(text)
-        return w
-    for s in (sys.stdout, sys.stderr): s.write = capped_write(s)
-    def new_call():
-        counts.clear(); images[0] = 0; last_plain[0] = None
-    ip.events.register("pre_execute", new_call)
-    def drain(*_):
-        for s in (sys.stdout, sys.stderr):
-            fid, end = getattr(s, "_fid", None), time.monotonic() + 0.05
-            while fid is not None and time.monotonic() < end:
-                if not struct.unpack("i", fcntl.ioctl(fid, termios.FIONREAD, b"\\0\\0\\0\\0"))[0]: break
-                time.sleep(0.001)
-            if fid is not None: time.sleep(0.001)     # the reader thread hands what it read to the stream
-            s.flush()
-    ip.events.register("post_execute", drain)
-_cascade_sandbox_setup(OUTPUT_CAP, IMAGE_CAP, IMAGES_CAP)
-del _cascade_sandbox_setup
-"""
-_IMAGE_CAP, _IMAGES_CAP = 2 * 2**20, 8 * 2**20       # bytes of one image (as sent: base64), of all images of a call
-
-# %% ../nbs/12_sandbox.ipynb #5b1e7c05
-def _nproc_per_user_namespace() -> bool:
-    "Whether RLIMIT_NPROC counts tasks per user namespace (Linux 5.14 and later)."
-    try: return tuple(int(x) for x in re.findall(r"\d+", os.uname().release)[:2]) >= (5, 14)
-    except ValueError: return False
-
-def _open_dir(path: str, ident=None) -> int:
-    "Open a directory without following a link at its last component; `ident`: the (st_dev, st_ino) it must still be."
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    st = os.fstat(fd)
-    if ident is not None and (st.st_dev, st.st_ino) != tuple(ident):
-        os.close(fd)
-        raise OSError(errno.ESTALE, f"{path} is no longer the directory it was when the sandbox was made")
-    return fd
-
-def _give_back(path: str, ident, kernel_uid: int, uid: int, gid: int, max_depth: int = 64) -> None:
-    """Hand what the kernel's uid owns in a researcher's working directory back to its owner (root does this, after
-    the kernel is gone). The walk goes by descriptors and never follows a link; only entries the kernel's uid owns
-    change hands (a link to a file elsewhere keeps that file's owner), never a set-id file. It is a loop, not a
-    recursion, and stops `max_depth` directories down (a tree made to be deep stays the kernel's below that)."""
-    try: top = _open_dir(path, ident)
-    except OSError: return
-    if os.fstat(top).st_uid == kernel_uid: os.fchown(top, uid, gid)
-    stack = [(top, os.scandir(top))]           # one open directory per level
-    try:
-        while stack:
-            dfd, it = stack[-1]
-            e = next(it, None)
-            if e is None:
-                it.close(); os.close(dfd); stack.pop(); continue
-            try:
-                st = os.stat(e.name, dir_fd=dfd, follow_symlinks=False)
-                if st.st_uid == kernel_uid and not st.st_mode & (stat.S_ISUID | stat.S_ISGID):
-                    os.chown(e.name, uid, gid, dir_fd=dfd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode) and len(stack) < max_depth:
-                    sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-                    if (os.fstat(sub).st_dev, os.fstat(sub).st_ino) != (st.st_dev, st.st_ino): os.close(sub); continue
-                    stack.append((sub, os.scandir(sub)))
-            except OSError: pass
-    finally:
-        for dfd, it in stack: it.close(); os.close(dfd)
-
-def _launch(argv: list[str]) -> None:
-    """Entry point of the launched process, the kernel's supervisor (it stays outside the kernel's namespaces and
-    limits): a new pid namespace, whose first process (`_init`) sets the kernel up and starts it; then wait for
-    the kernel's end, or for our owner's (the researcher's process), whichever comes first."""
-    cfg_path, connection_file = argv
-    with open(cfg_path) as f: cfg = json.load(f)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)   # an interrupt is for the kernel, which gets it through the process group
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    libc = _libc()
-    status = {"cgroups": [], "errors": [], "rlimits": {}}
-    report = os.open(cfg["status_path"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    uid, gid = os.getuid(), os.getgid()
-    if uid == 0 and libc.unshare(_CLONE_NEWPID) == 0: status["pidns"] = True
-    elif uid != 0 and libc.unshare(_CLONE_NEWUSER | _CLONE_NEWPID) == 0: status["pidns"] = status["userns"] = True
-    elif uid != 0 and libc.unshare(_CLONE_NEWUSER) == 0: status["userns"] = True
-    else: status["pid"] = f"NOT isolated: unshare failed ({os.strerror(ctypes.get_errno())})"
-    if status.get("userns"):
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write("/proc/self/gid_map", f"{gid} {gid} 1")
-    r, w = os.pipe()
-    log_r, log_w = os.pipe()                    # the kernel's stdout and stderr: through us, cut at _LOG_CAP
-    init = os.fork()
-    if init == 0:
-        os.close(r); os.close(log_r)
-        for fd in (1, 2): os.dup2(log_w, fd)
-        os.close(log_w)
-        try: _init(cfg, connection_file, libc, status, report, w)
-        except BaseException as e:
-            print(f"cascade-lab sandbox: the kernel's setup failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        os._exit(70)
-    os.close(w); os.close(report); os.close(log_w)
-    _supervise(cfg, init, r, log_r)
-
-_LOG_CAP = 2**20      # bytes of the kernel's own stdout / stderr kept in kernel.log (the rest is read and dropped)
-
-def _supervise(cfg: dict, init: int, r: int, log_r: int) -> None:
-    """Wait for `init`, copying the kernel's stdout and stderr to the log (at most `_LOG_CAP` bytes: the kernel
-    must not fill the disk through it); if our owner dies first, end the kernel and clean up after it. Exit as
-    the kernel did."""
-    owner, logged = os.getppid(), 0
-    def watch(pid):
-        try: return os.pidfd_open(pid)
-        except OSError: return None
-    pidfds = [fd for fd in (watch(owner), watch(init)) if fd is not None]
-    def copy_log(timeout: float) -> bool:
-        "Copy what the kernel wrote (waiting at most `timeout`); False at the end of its output."
-        nonlocal logged
-        if not select.select([log_r], [], [], timeout)[0]: return True
-        data = os.read(log_r, 65536)
-        if data and logged < _LOG_CAP:
-            keep = data[:_LOG_CAP - logged]
-            logged += len(data)
-            os.write(1, keep + (b"\n[cascade-lab: the rest of the kernel's output is not logged]\n" if logged >= _LOG_CAP else b""))
-        return bool(data)
-    open_log = True
-    while True:
-        if os.waitpid(init, os.WNOHANG)[0]: break
-        if os.getppid() != owner:             # the researcher's process is gone: nothing may outlive it
-            try: os.kill(init, signal.SIGKILL); os.waitpid(init, 0)
-            except OSError: pass
-            _clean_up_after_owner(cfg)
-            os._exit(1)
-        wait = 1.0 if len(pidfds) == 2 else 0.2
-        ready = select.select(pidfds + ([log_r] if open_log else []), [], [], wait)[0]
-        if open_log and log_r in ready: open_log = copy_log(0)
-    while open_log and copy_log(0.2): pass     # what init or the kernel wrote last (a failed set-up says why here)
-    try: st = int(os.read(r, 32) or b"-1")
-    except ValueError: st = -1
-    if st >= 0 and os.WIFSIGNALED(st):          # die the way the kernel died, so the report can say why
-        sig = os.WTERMSIG(st)
-        if sig != signal.SIGKILL: signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.WEXITSTATUS(st) if st >= 0 and os.WIFEXITED(st) else 1)
-
-def _clean_up_after_owner(cfg: dict) -> None:
-    "What `close()` would have done: stop every process in the groups, remove them, give back a workdir, remove the run directory."
-    _kill_in(cfg["cgroups"], timeout=2.0)
-    for d in cfg["cgroups"]: _Cgroups._rmdir(d)
-    try:
-        if cfg.get("workdir_owner"): _give_back(cfg["workdir"], cfg["workdir_id"], cfg["uid"], *cfg["workdir_owner"])
-    finally: _remove_tree(cfg["run_dir"])
-
-# %% ../nbs/12_sandbox.ipynb #5b1e7c06
-def _init(cfg: dict, connection_file: str, libc, status: dict, report: int, w: int) -> None:
-    """The first process of the kernel's pid namespace (its pid 1): join the groups, leave the network, the mount
-    table and the IPC objects, build the private file-system view, become the kernel's own user, then start the
-    kernel and reap every process until the kernel ends."""
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)       # the supervisor gone (killed by us): so are we
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)              # orphans come to us (without a pid namespace too)
-    for d in cfg["cgroups"]:
-        try: _write(os.path.join(d, "cgroup.procs"), 0); status["cgroups"].append(d)     # "0": this process
-        except OSError as e: status["errors"].append(f"joining {d}: {e.strerror}")
-    root, drop = os.getuid() == 0, os.getuid() == 0 and cfg["uid"] is not None
-    flags = _CLONE_NEWNS | _CLONE_NEWIPC | (0 if cfg["network"] else _CLONE_NEWNET)
-    own_ns = libc.unshare(flags) == 0
-    if not own_ns: status["errors"].append(f"unshare: {os.strerror(ctypes.get_errno())}")
-    else: _mount(libc, None, "/", None, _MS_REC | _MS_PRIVATE)    # first: no mount of ours may propagate to the host
-    if cfg["network"]: status["network"] = "allowed (network=True)"
-    elif not own_ns: status["network"] = f"NOT isolated: no namespaces of its own ({status['errors'][-1]})"
-    else:
-        status["network"] = "own user + network namespace (loopback only)" if status.get("userns") else "own network namespace (loopback only)"
-        try: _loopback_up()
-        except OSError as e: status["network"] += f"; loopback is down ({e.strerror})"
-        try: _mount(libc, "sysfs", "/sys", "sysfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)   # its own /sys/class/net
-        except OSError as e: status["network"] += f"; /sys still lists the host's interfaces ({e.strerror})"
-    if status.get("pidns"):
-        status["pid"] = "own pid namespace, NOT its own /proc (other processes' command lines are readable)"
-        if own_ns:
-            try:
-                _mount(libc, "proc", "/proc", "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-                status["pid"] = "own pid namespace and /proc (ends with its owner)"
-            except OSError as e: status["pid"] += f": {e}"
-    # what the kernel may write: its socket directory, and a researcher's working directory (never followed through a link)
-    uid = cfg["uid"] if drop else os.getuid()
-    gid = cfg["uid"] if drop else os.getgid()
-    owned = {cfg["sockets"]: _open_dir(cfg["sockets"])}
-    if cfg["workdir"]: owned[cfg["workdir"]] = _open_dir(cfg["workdir"], cfg["workdir_id"])
-    for fd in owned.values():
-        if drop:
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, (os.fstat(fd).st_mode & 0o777) | 0o700)      # whatever the last kernel did to it
-    # the connection file and the start-up code, in the socket directory (created here, no link followed)
-    k = owned[cfg["sockets"]]
-    with open(connection_file, "rb") as f: conn = f.read()
-    for name, data, mode in (("kernel.json", conn, 0o600), ("startup.py", cfg["startup"].encode(), 0o644)):
-        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=k)
-        os.write(fd, data); os.fchmod(fd, mode)
-        if drop: os.fchown(fd, uid, gid)
-        os.close(fd)
-    view = None
-    if own_ns:
-        try: view = _private_view(libc, cfg["plan"], cfg["stage"], cfg["disk_mb"], owned, drop)
-        except OSError as e: status["errors"].append(f"private file system view: {e}")
-    status["view"] = view
-    if view: status["errors"] += view["errors"]
-    # the working directory: on the private tmpfs, fresh at every start, or the researcher's own
-    if cfg["workdir"]: workdir = cfg["workdir"]
-    elif view and cfg["plan"]["tmp"] in view["scratch"]:
-        workdir = os.path.join(cfg["plan"]["tmp"], "work")
-        os.mkdir(workdir, 0o700)
-    else:                                      # no private view: a fresh directory in the run directory (root-owned)
-        workdir = os.path.join(cfg["run_dir"], "work")
-        _remove_tree(workdir)
-        os.mkdir(workdir, 0o700)
-    wfd = _open_dir(workdir)
-    if drop and not cfg["workdir"]: os.fchown(wfd, uid, gid)
-    os.fchdir(wfd); os.close(wfd)
-    status["workdir"] = workdir
-    for fd in owned.values(): os.close(fd)
-    if status.get("userns") and "RLIMIT_NPROC" in cfg["rlimits"] and _nproc_per_user_namespace():
-        # since Linux 5.14 RLIMIT_NPROC counts the tasks of our uid in our own user namespace: our tasks alone
-        cfg["rlimits"]["RLIMIT_NPROC"], status["nproc_userns"] = cfg["max_processes"], True
-    for name, value in cfg["rlimits"].items():
-        try: resource.setrlimit(getattr(resource, name), (value, value)); status["rlimits"][name] = value
-        except (OSError, ValueError) as e: status["errors"].append(f"{name}: {e}")
-    status["user"] = "this user (not root: no privileges to drop)" if not root else "NOT dropped: still root"
-    if root and cfg["uid"] is None: status["user"] = f"NOT dropped: still root ({cfg['stays_root']})"
-    if drop:
-        try:
-            os.setgroups([]); os.setgid(gid); os.setuid(uid)     # from root: real, effective and saved ids, all capabilities
-            status["user"] = f"uid {uid} of its own (no groups, no capabilities, no new privileges)"
-        except OSError as e: status["user"] = f"NOT dropped: still root ({e})"
-    status["keyring"] = _new_session_keyring(libc)
-    if cfg["nice"]: os.nice(19)                # no cpu cgroup: at least the researcher's processes come first
-    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    os.write(report, json.dumps(status).encode()); os.close(report)
-    env = {k: v for k, v in os.environ.items() if k != "JPY_PARENT_PID"}    # ipykernel would watch a pid of another namespace
-    env["HOME"] = workdir
-    if view and cfg["plan"]["tmp"] in view["scratch"]:       # IPython's profile and caches beside, not in, the working directory
-        env["IPYTHONDIR"], env["MPLCONFIGDIR"] = os.path.join(cfg["plan"]["tmp"], ".ipython"), os.path.join(cfg["plan"]["tmp"], ".matplotlib")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    kernel = os.fork()
-    if kernel == 0:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        safe = ["-P"] if sys.version_info >= (3, 11) else []     # a planted ipykernel_launcher.py in the workdir is not run
-        os.execve(sys.executable, [sys.executable, *safe, "-m", "ipykernel_launcher", "-f", os.path.join(cfg["sockets"], "kernel.json"),
-                                   "--HistoryManager.enabled=False", "--IPKernelApp.log_level=ERROR",
-                                   f"--IPKernelApp.exec_files={os.path.join(cfg['sockets'], 'startup.py')}"], env)
-    while True:                                # reap everything; the kernel's end is ours (and, as pid 1, everyone's)
-        try: pid, st = os.wait()
-        except ChildProcessError: os._exit(70)
-        except InterruptedError: continue
-        if pid == kernel:
-            os.write(w, str(st).encode())
-            os._exit(0)
+__all__ = ['ExecResult', 'clean_stream', 'harness_text', 'plain_traceback', 'SandboxError', 'PythonSandbox']
 
 # %% ../nbs/12_sandbox.ipynb #07cbc33f
-@dataclass(frozen=True)
-class Isolation:
-    """What the running kernel is actually held to, as measured when it started. Each field says what holds, or
-    starts with "NOT" and says why not."""
-    network: str
-    memory: str
-    processes: str
-    env_removed: tuple = ()          # the researcher's variables the kernel did not get
-    workdir: str = ""                # the working directory, as the kernel sees it
-    user: str = ""
-    home: str = ""                   # the home directory and the credential stores: hidden, with what is bound back
-    disk: str = ""                   # where the kernel may write, and how much
-    cpu: str = ""
-    pids: str = ""                   # the pid namespace: what other processes the kernel can see
-    keyring: str = ""
-    gpus: str = ""
-
-    _CHECKED = ("network", "memory", "processes", "user", "home", "disk", "cpu", "pids", "keyring", "gpus")
-
-    @property
-    def complete(self) -> bool:
-        "Whether everything asked for is enforced (network isolation counts only when it was asked for)."
-        return not any(getattr(self, f).startswith("NOT") for f in self._CHECKED)
-
-    def __str__(self) -> str:
-        return "; ".join(f"{f}: {getattr(self, f)}" for f in self._CHECKED) + \
-            f"; environment: {len(self.env_removed)} variable(s) not passed"
-
 @dataclass
 class ExecResult:
     """One call's outcome. `output` is exactly what goes back to the model, in the form NVIDIA's harness sends
@@ -870,6 +84,7 @@ class _Output:
         if len(s) > self.limit: self.truncated, s = True, s[:self.limit]
         return s + "<output cut>" if self.truncated else s
 
+# %% ../nbs/12_sandbox.ipynb #93416bae
 _CELL_FRAME = re.compile(r"^\s*(File <ipython-|Cell In\[\d+\], line \d+)")
 _OUT_PROMPT = re.compile(r"^Out\[\d+\]:\s*")
 
@@ -895,6 +110,109 @@ def plain_traceback(frames: list[str]) -> str:
     "IPython's structured traceback (a list of strings, each one or more lines) as the text it prints."
     return "".join(f if f.endswith("\n") else f + "\n" for f in frames)
 
+# %% ../nbs/12_sandbox.ipynb #878c84da
+_SETUP_SESSION = """
+def _cascade_sandbox_setup(output_cap, image_cap, images_cap):
+    import collections, fcntl, json, struct, sys, termios, time, warnings
+    from IPython import get_ipython
+    from jupyter_client.jsonutil import json_default
+    ip = get_ipython()
+    ip.ask_exit = lambda: None
+    class Discard(collections.defaultdict):      # IPython keeps every call's output in memory, forever, unless...
+        def __contains__(self, key): return False
+        def __getitem__(self, key): return []
+    ip.history_manager.outputs = Discard(list)
+    warnings.filterwarnings("ignore", message="To exit: use")
+    from IPython.core.compilerop import CachingCompiler
+    ip.compile = CachingCompiler()        # cells named <ipython-input-N-...>, as in a terminal IPython (warnings name them)
+    counts, images, last_plain = {}, [0], [None]
+"""
+
+# %% ../nbs/12_sandbox.ipynb #ddf97359
+_SETUP_TRACEBACK = """    show = ip._showtraceback
+    def showtraceback(etype, evalue, stb):      # the plain form too, which the harness's model saw
+        plain, tb = stb, getattr(sys, "last_traceback", None)
+        if etype is not None and tb is not None and not issubclass(etype, (SyntaxError, SystemExit)):
+            itb, mode = ip.InteractiveTB, ip.InteractiveTB.mode
+            try:
+                itb.set_mode("Plain")
+                plain = itb.structured_traceback(etype, evalue, tb)
+            except Exception: plain = stb
+            finally: itb.set_mode(mode)
+        last_plain[0] = list(plain)
+        return show(etype, evalue, stb)
+    ip._showtraceback = showtraceback
+"""
+
+# %% ../nbs/12_sandbox.ipynb #9919aae2
+_SETUP_MESSAGES = """    def cut(s):
+        s = s if isinstance(s, str) else str(s)
+        return s if len(s) <= output_cap else s[:output_cap] + "<output cut>"
+    def bundle(data):
+        out = {}
+        for mime, v in data.items():
+            if mime.startswith("image/"):
+                n = len(v) if isinstance(v, (str, bytes)) else output_cap + 1
+                if n > image_cap or images[0] + n > images_cap:
+                    out["text/plain"] = f"<{mime} image of {n} bytes not shown: over the sandbox's image limit>"
+                    continue
+                images[0] += n
+                out[mime] = v
+            elif mime == "text/plain" and "text/plain" not in out: out[mime] = cut(v)
+        return out
+    def capped(obj):
+        if not isinstance(obj, dict): return obj
+        if isinstance(obj.get("data"), dict): obj = {**obj, "data": bundle(obj["data"]), "metadata": {}}
+        if isinstance(obj.get("traceback"), list):
+            obj = {**obj, "traceback": [cut(x) for x in obj["traceback"][-30:]]}
+            if last_plain[0] is not None: obj["plain"] = [cut(x) for x in last_plain[0][-30:]]
+        if isinstance(obj.get("payload"), list): obj = {**obj, "payload": [capped(p) for p in obj["payload"][:10]]}
+        for k in ("text", "evalue", "ename"):
+            if isinstance(obj.get(k), str) and len(obj[k]) > output_cap: obj = {**obj, k: cut(obj[k])}
+        return obj
+    def pack(obj):
+        obj = capped(obj)
+        try: return json.dumps(obj, default=json_default, ensure_ascii=True, allow_nan=False).encode()
+        except ValueError: return json.dumps(obj, default=json_default, ensure_ascii=True).encode()
+    ip.kernel.session.pack = pack
+"""
+
+# %% ../nbs/12_sandbox.ipynb #aeb875f4
+_SETUP_STREAMS = """    def capped_write(stream):
+        write = stream.write
+        def w(text):
+            n = counts.get(id(stream), 0)
+            counts[id(stream)] = n + len(text)
+            if n < output_cap: write(text[:output_cap - n])
+            return len(text)
+        return w
+    for s in (sys.stdout, sys.stderr): s.write = capped_write(s)
+    def new_call():
+        counts.clear(); images[0] = 0; last_plain[0] = None
+    ip.events.register("pre_execute", new_call)
+    def drain(*_):
+        for s in (sys.stdout, sys.stderr):
+            fid, end = getattr(s, "_fid", None), time.monotonic() + 0.05
+            while fid is not None and time.monotonic() < end:
+                if not struct.unpack("i", fcntl.ioctl(fid, termios.FIONREAD, b"\\0\\0\\0\\0"))[0]: break
+                time.sleep(0.001)
+            if fid is not None: time.sleep(0.001)     # the reader thread hands what it read to the stream
+            s.flush()
+    ip.events.register("post_execute", drain)
+_cascade_sandbox_setup(OUTPUT_CAP, IMAGE_CAP, IMAGES_CAP)
+del _cascade_sandbox_setup
+"""
+
+# %% ../nbs/12_sandbox.ipynb #4f8c54c6
+# Run in the kernel at start-up (in a function, so it leaves no names behind)
+_KERNEL_STARTUP = _SETUP_SESSION + _SETUP_TRACEBACK + _SETUP_MESSAGES + _SETUP_STREAMS
+_IMAGE_CAP, _IMAGES_CAP = 2 * 2**20, 8 * 2**20       # bytes of one image (as sent: base64), of all images of a call
+
+def _startup_code(max_output_chars: int) -> str:
+    "The start-up file for a sandbox whose output is cut at `max_output_chars`."
+    return (_KERNEL_STARTUP.replace("OUTPUT_CAP", str(max(100_000, 2 * max_output_chars + 2)))
+            .replace("IMAGES_CAP", str(_IMAGES_CAP)).replace("IMAGE_CAP", str(_IMAGE_CAP)))
+
 # %% ../nbs/12_sandbox.ipynb #0018164f
 class SandboxError(RuntimeError):
     "The sandbox itself failed (its kernel would not start, or a bad argument); the model's code never raises this."
@@ -906,6 +224,7 @@ def _warn_once(msg: str) -> None:
         _warned.add(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
+# %% ../nbs/12_sandbox.ipynb #e7de21c3
 class _Resources:
     "What one sandbox owns, separate from it so that a finalizer can release it without the sandbox."
     def __init__(self):
@@ -962,30 +281,6 @@ def _zmq_context():
 
 _MAX_MESSAGE = 32 * 2**20
 
-def _pkg_parent() -> str:
-    "The directory holding the `cascade_lab` package (the launcher imports it from there)."
-    return os.path.dirname(os.path.dirname(importlib.util.find_spec("cascade_lab").origin))
-
-def _fresh_id() -> int:
-    "An unused-looking uid/gid for one sandbox's kernel, far above any account's."
-    import random
-    return random.SystemRandom().randrange(1_900_000_000, 2_000_000_000)
-
-def _needed(extra: list[str]) -> tuple[list[str], list[str]]:
-    """(what the kernel needs to see at its own path, what of it is optional). Needed: the interpreter, its packages
-    and every folder on this process's `sys.path` but the first (what `.pth` files and PYTHONPATH add: imports
-    may need them). Optional: `sys.path[0]`, the script's or notebook's own folder (a project folder, with its
-    `.env`), the folders on PATH and LD_LIBRARY_PATH, and `extra`."""
-    env_paths = [p for v in ("LD_LIBRARY_PATH", "PATH") for p in os.environ.get(v, "").split(os.pathsep)]
-    core = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-            *site.getsitepackages()}
-    if site.ENABLE_USER_SITE: core.add(site.getusersitepackages())
-    first = sys.path[0] if sys.path and sys.path[0] else os.getcwd()
-    optional = {first, *env_paths, *extra} - core
-    need = core | ({p for p in sys.path[1:] if p} - optional)
-    ok = lambda ps: sorted(p for p in ps if p and os.path.isabs(p) and os.path.exists(p))
-    return ok(need | optional), ok(optional)
-
 def _positive(name: str, value, allow_none: bool = False):
     if value is None and allow_none: return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -1029,307 +324,174 @@ class PythonSandbox:
         self.isolation: Isolation | None = None
         self.start_seconds: float | None = None
         self.restarts = 0
-        self._uid = None                # the kernel's own uid when we run as root (one per sandbox, kept across restarts)
-        self._plan = None               # (file-system plan, uid, why it stays root), made at the first start
+        self._plan = None               # (file-system plan, the kernel's uid, why it stays root), made at the first start
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
         self._lock = threading.RLock()
         self._closed = False
 
-    # -- lifecycle ---------------------------------------------------------------------------------------
-    def start(self) -> PythonSandbox:
-        "Start the kernel now (otherwise the first `run` does). Returns the sandbox."
-        with self._lock:
-            if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
-            if self._res.km is None: self._start()
-        return self
-
-    @property
-    def run_dir(self) -> str | None:
-        "The directory (ours, private) with the kernel's sockets, log and launch files; None before the first start."
-        return self._res.dirs[0] if self._res.dirs else None
-
-    def _start(self) -> None:
-        t0 = time.perf_counter()
-        res = self._res
-        if not res.dirs:
-            _sweep_stale_dirs()
-            res.dirs.append(tempfile.mkdtemp(prefix=f"cl-sbx-{os.getpid()}-"))    # short: ipc socket paths are limited to ~100 chars
-            fd = os.open(os.path.join(res.dirs[0], "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
-            res.log = os.fdopen(fd, "ab")
-        run_dir = res.dirs[0]
-        if res.cgroups is not None and any(not os.path.isdir(d) for d in res.cgroups.dirs):
-            res.cgroups = None                          # removed from outside: make them again, limits included
-        if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes, self.cpus)
-        cg = res.cgroups
-        rlimits, memory, procs = self._limits(cg)
-        env, removed = self._kernel_env(rlimits)
-        cfg_path, status_path, cfg = self._launch_config(run_dir, cg, rlimits)
-        boot = f"import sys; sys.path.insert(0, {_pkg_parent()!r}); from cascade_lab.sandbox import _launch; _launch(sys.argv[1:])"
-        if res.context is None: res.context = _zmq_context()
-        km = _kernel_manager([sys.executable, "-c", boot, cfg_path, "{connection_file}"], os.path.join(run_dir, "k", "ipc"),
-                             res.context)
-        km.connection_file = os.path.join(run_dir, "connection.json")
-        res.km = km
-        try:
-            km.start_kernel(env=env, cwd=run_dir, stdout=res.log, stderr=res.log)
-            res.kc = km.client(context=res.context)
-            res.kc.start_channels()
-            res.kc.wait_for_ready(timeout=self.startup_timeout)
-        except Exception as e:
-            res.stop_kernel()
-            log = self._log_tail()
-            hint = (f"memory_mb={self.memory_mb} is too small for the kernel under RLIMIT_AS (an address-space limit): "
-                    "give it at least 1024" if "RLIMIT_AS" in rlimits and "MemoryError" in log
-                    else f"Check that ipykernel is installed for {sys.executable}")
-            raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
-                               f"{log}\n{hint}.") from None
-        self.isolation = self._measured(json.loads(_read(status_path, "{}") or "{}"), cg, cfg, memory, procs, removed)
-        self.workdir = self.isolation.workdir
-        for what in Isolation._CHECKED:
-            if (v := getattr(self.isolation, what)).startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {v}")
-        self.start_seconds = time.perf_counter() - t0
-
-    def _launch_config(self, run_dir: str, cg: _Cgroups, rlimits: dict) -> tuple[str, str, dict]:
-        "Write what the launcher needs (see `_launch`); returns the paths of the config and of the status it will write, and the config."
-        res = self._res
-        status_path = os.path.join(run_dir, "status.json")
-        sockets, stage = os.path.join(run_dir, "k"), os.path.join(run_dir, "fs")
-        for d in (sockets, stage):                     # made fresh by root in its own directory: nothing of the last kernel's
-            _unmount(d)
-            _remove_tree(d)
-            os.mkdir(d, 0o700)
-        if os.getuid() == 0:                            # the one place on the host the kernel writes: small, and in memory
-            _mount(_libc(), "tmpfs", sockets, "tmpfs", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "mode=700,size=1m,nr_inodes=64")
-            _mount(_libc(), None, sockets, None, _MS_PRIVATE)             # seen nowhere else
-        os.chmod(run_dir, 0o711)                        # traversable by the kernel's user; nothing listable
-        if self._plan is None:                          # once, before any code of the model's ran: its links cannot steer it
-            home = os.path.realpath(os.path.expanduser("~"))
-            home = home if home not in ("/", "") and os.path.isdir(home) else None
-            if os.getuid() == 0: self._uid = _fresh_id()
-            need, optional = _needed([_pkg_parent()])
-            plan = _mount_plan(home, need, [sockets] + ([self._workdir_arg] if self._workdir_arg else []),
-                               self._uid is not None, self.gpus, os.environ, optional)
-            uid, stays_root = self._uid, ""
-            if uid is not None and plan["unreadable"]:
-                uid, stays_root = None, f"other users cannot read {', '.join(plan['unreadable'])}"
-            self._plan = plan, uid, stays_root
-        plan, uid, stays_root = self._plan
-        if uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
-            st = os.stat(self._workdir_arg)
-            res.workdir_owner = (self._workdir_arg, self._workdir_id, uid, st.st_uid, st.st_gid)     # given back on close
-        cfg = {"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "status_path": status_path,
-               "startup": _KERNEL_STARTUP.replace("OUTPUT_CAP", str(max(100_000, 2 * self.max_output_chars + 2)))
-                                         .replace("IMAGES_CAP", str(_IMAGES_CAP)).replace("IMAGE_CAP", str(_IMAGE_CAP)),
-               "nice": self.cpus is not None and cg.cpu is None, "max_processes": self.max_processes, "plan": plan, "stage": stage, "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
-               "sockets": sockets, "run_dir": run_dir, "workdir": self._workdir_arg, "workdir_id": self._workdir_id,
-               "workdir_owner": res.workdir_owner[3:] if res.workdir_owner else None}
-        cfg_path = os.path.join(run_dir, "launch.json")
-        with open(cfg_path, "w") as f: json.dump(cfg, f)
-        return cfg_path, status_path, cfg
-
-    def _measured(self, status: dict, cg: _Cgroups, cfg: dict, memory: str, procs: str, removed) -> Isolation:
-        "The isolation report from what the launcher says took effect (a limit it could not apply is NOT enforced)."
-        rlimits, plan, view = cfg["rlimits"], cfg["plan"], status.get("view") or {}
-        joined = set(status.get("cgroups", []))
-        why = "; ".join(status.get("errors", [])) or "unknown reason"
-        if cg._mem_dir is not None and cg._mem_dir[1] not in joined: memory = f"NOT enforced: the kernel could not join its cgroup ({why})"
-        if cg._pids_dir is not None and cg._pids_dir not in joined: procs = f"NOT enforced: the kernel could not join its cgroup ({why})"
-        set_ok, user = status.get("rlimits", {}), status.get("user", "unknown")
-        if "RLIMIT_AS" in rlimits and "RLIMIT_AS" not in set_ok: memory = f"NOT enforced: RLIMIT_AS could not be set ({why})"
-        if "RLIMIT_NPROC" in rlimits and "RLIMIT_NPROC" not in set_ok: procs = f"NOT enforced: RLIMIT_NPROC could not be set ({why})"
-        if status.get("nproc_userns") and "RLIMIT_NPROC" in set_ok:
-            procs = f"rlimit RLIMIT_NPROC, {self.max_processes} tasks of its own user namespace (no pids cgroup)"
-        if "RLIMIT_NPROC" in rlimits and os.getuid() == 0 and not user.startswith("uid "):
-            procs = "NOT enforced: no pids cgroup, and RLIMIT_NPROC does not bind root (the kernel stayed root)"
-        if self.cpus is None: cpu = "not limited (cpus=None)"
-        elif cg.cpu is None:
-            cpu = f"NOT limited: no cpu cgroup ({cg.why('cpu')}); it runs at the lowest priority (nice 19) instead"
-        else: cpu = cg.cpu if cg._cpu_dir in joined else f"NOT limited: the kernel could not join its cgroup ({why})"
-        missing = [p for p in plan["scratch"] if p not in view.get("scratch", [])]
-        if not view: disk = f"NOT bounded: no private file system view ({why})"
-        elif missing: disk = f"NOT private: {', '.join(missing)} (the host's; {why})"
-        else: disk = f"private tmpfs of {self.disk_mb} MB at {', '.join(plan['scratch'])}, gone with the kernel"
-        if self._workdir_arg and view: disk += f"; the researcher's {self._workdir_arg} is the working directory (not bounded)"
-        if not view: home = f"NOT hidden: no mount namespace of its own ({why})"
-        else:
-            unhidden = [p for p in plan["cover"] if p not in view.get("cover", [])] + \
-                       [p for p in plan["blank"] if p not in view.get("blank", [])]
-            out = [f"a tmpfs over {', '.join(plan['cover'])}"] if plan["cover"] else []
-            if plan["in_scratch"] and not missing: out.append(f"under the private tmpfs: {', '.join(plan['in_scratch'])}")
-            if plan["blank"]: out.append(f"emptied: {', '.join(plan['blank'])}")
-            if view.get("ro"): out.append(f"bound back read-only: {', '.join(view['ro'])}")
-            home = f"NOT hidden: {', '.join(unhidden)} ({why})" if unhidden else f"hidden ({'; '.join(out) or 'nothing to hide'})"
-        devices = [p for p in plan["blank"] if any(fnmatch.fnmatchcase(p, g) for g in _GPU_DEVICE_GLOBS)]
-        if self.gpus: gpus = "visible (gpus=True)"
-        elif devices and any(p not in view.get("blank", []) for p in devices): gpus = f"NOT hidden: {', '.join(devices)} ({why})"
-        else: gpus = f"hidden (CUDA_VISIBLE_DEVICES empty{'; ' + ', '.join(devices) + ' unreadable' if devices else ''})"
-        net = "allowed (network=True)" if self.network else status.get("network", "unknown")
-        return Isolation(net, memory, procs, tuple(removed), status.get("workdir", self.workdir or ""), user, home, disk, cpu,
-                         status.get("pid", "unknown"), status.get("keyring", "unknown"), gpus)
-
-    def _limits(self, cg: _Cgroups) -> tuple[dict, str, str]:
-        "(rlimits the launcher sets where cgroups are missing, what holds memory, what holds processes)."
-        rlimits, memory, procs = {"RLIMIT_CORE": 0}, cg.memory, cg.pids        # a segfault leaves no core file behind
-        if self.memory_mb is None: memory = "not limited (memory_mb=None)"
-        elif memory is None:
-            rlimits["RLIMIT_AS"] = int(self.memory_mb) * 2**20
-            memory = f"rlimit RLIMIT_AS, {self.memory_mb} MB of address space (no cgroup: {cg.why('memory')})"
-        if self.max_processes is None: procs = "not limited (max_processes=None)"
-        elif procs is None:
-            if os.getuid() == 0:        # binds once the kernel has dropped to its own uid, which nothing else uses
-                rlimits["RLIMIT_NPROC"] = int(self.max_processes)
-                procs = f"rlimit RLIMIT_NPROC, {self.max_processes} tasks of its own uid (no pids cgroup)"
-            else:
-                rlimits["RLIMIT_NPROC"] = _user_processes() + int(self.max_processes)
-                procs = f"rlimit RLIMIT_NPROC (this user's processes + {self.max_processes})"
-        return rlimits, memory, procs
-
-    def _kernel_env(self, rlimits: dict) -> tuple[dict, list[str]]:
-        """The kernel's environment: ours through the allowlist (`allowed_env`), plus `env` (scrubbed), plus what the
-        kernel needs; and the names of ours it did not get. HOME becomes the working directory (the launcher sets it)."""
-        base, removed = allowed_env(dict(os.environ))
-        extra, dropped = scrub_env(self.extra_env)
-        env = {**base, **extra, "JUPYTER_PLATFORM_DIRS": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1", "PYTHONUNBUFFERED": "1",
-               "MPLBACKEND": base.get("MPLBACKEND", "module://matplotlib_inline.backend_inline")}
-        if not self.gpus: env["CUDA_VISIBLE_DEVICES"] = ""              # the model's code must not starve the model
-        else: env.update({k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES") if k in os.environ})
-        if site.ENABLE_USER_SITE: env.setdefault("PYTHONUSERBASE", site.getuserbase())    # HOME moves; user packages stay
-        if os.getuid() == 0: env["USER"] = env["LOGNAME"] = "sandbox"             # the kernel runs as a uid of its own
-        # RLIMIT_AS caps address space, not memory in use: glibc reserves 64 MB of it per thread arena, which
-        # alone would starve a kernel's dozen threads under a small limit
-        if "RLIMIT_AS" in rlimits: env.setdefault("MALLOC_ARENA_MAX", "2")
-        return env, sorted(set(removed) | set(dropped))
-
-    def _log_tail(self, n: int = 2000) -> str:
-        if not self._res.dirs: return ""
-        return _read(os.path.join(self._res.dirs[0], "kernel.log"))[-n:].strip() or "(empty)"
-
-    def restart(self) -> None:
-        "Kill the kernel and everything it started, and start a fresh one (all variables are lost)."
-        with self._lock:
-            if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
-            self._res.stop_kernel()
-            self.restarts += 1
-            self._start()
-
-    def interrupt(self) -> None:
-        """Interrupt the code running now, from any thread (SIGINT, as Jupyter's stop button does): the running `run`
-        returns with a `KeyboardInterrupt` error, and the session keeps its state. Does nothing when idle."""
-        if not self._closed: self._sigint()
-
-    def reset(self) -> None:
-        """Forget every variable and import (IPython's `%reset -f`) but keep the kernel: a fresh session without the
-        start-up cost. Files in the working directory stay; a kernel that had died is restarted."""
-        r = self.run("%reset -f")
-        if r.error is not None and not r.restarted: raise SandboxError(f"resetting the session failed: {r.error}")
-
-    def close(self) -> None:
-        """Stop the kernel and every process it started; remove its cgroups and temporary directories. Idempotent, and
-        from any thread: a call running in another thread is interrupted, then the kernel is killed, so `close` returns
-        within about two seconds and that call returns an error saying the sandbox was closed."""
-        self._closed = True
-        got = self._lock.acquire(blocking=False)
-        if not got:                             # a call is running: ask it to stop, then stop it
-            self._sigint()
-            got = self._lock.acquire(timeout=0.5)
-            if not got:
-                self._res.kill()
-                got = self._lock.acquire(timeout=1.0)
-        try: self._finalizer()
-        finally:
-            if got: self._lock.release()
-
-    def _sigint(self) -> None:
-        "SIGINT to the kernel's process group, even when the sandbox is closing (see `interrupt`)."
-        km = self._res.km
-        if km is not None:
-            try: km.interrupt_kernel()
-            except Exception: pass
-
-    @property
-    def closed(self) -> bool: return self._closed
-
-    @property
-    def kernel_pid(self) -> int | None:
-        km = self._res.km
-        proc = getattr(getattr(km, "provisioner", None), "process", None)
-        return None if proc is None else proc.pid
-
-    def __enter__(self): return self.start()
-    def __exit__(self, *exc): self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("running" if self._res.km is not None else "not started")
-        iso = f"; {self.isolation}" if self.isolation else ""
-        return f"PythonSandbox({state}, timeout={self.timeout:g}s, memory_mb={self.memory_mb}, workdir={self.workdir!r}{iso})"
-
-# %% ../nbs/12_sandbox.ipynb #044d00cd
-def _user_processes() -> int:
-    "Processes of this user now (RLIMIT_NPROC counts all of them, not only the kernel's)."
-    uid, n = os.getuid(), 0
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try: n += os.stat(f"/proc/{p}").st_uid == uid
-            except OSError: pass
-    return n
-
-def _death_cause(returncode, oom: bool, memory_mb) -> str:
-    if oom: return f"it ran out of memory (limit {memory_mb} MB)"
-    if returncode is None: return "it stopped answering"
-    if returncode < 0:
-        try: name = signal.Signals(-returncode).name
-        except ValueError: name = f"signal {-returncode}"
-        return f"it was killed by {name}" + (" (a crash in native code)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE") else "")
-    return f"it exited with status {returncode}"
-
-# %% ../nbs/12_sandbox.ipynb #bb02a7c7
-def _run(self: PythonSandbox, code: str, timeout: float | None = None) -> ExecResult:
-    """Run `code` in the session and return its `ExecResult` (the model's errors are results, never exceptions).
-    `timeout` overrides the sandbox's per-call limit."""
-    if not isinstance(code, str): raise SandboxError(f"code must be a str, got {type(code).__name__}")
-    timeout = self.timeout if timeout is None else _positive("timeout", timeout)
+# %% ../nbs/12_sandbox.ipynb #7103db0b
+@patch
+def start(self: PythonSandbox) -> PythonSandbox:
+    "Start the kernel now (otherwise the first `run` does). Returns the sandbox."
     with self._lock:
         if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
-        before = []
         if self._res.km is None: self._start()
-        elif not self._res.km.is_alive():        # died between calls (a background thread, an outside kill)
-            self.restart()
-            before.append("The Python session had stopped since the last call and was restarted; its state was lost.")
-        t0, cg = time.perf_counter(), self._res.cgroups
-        refused_before, pids_before = cg.refusals(), cg.pids_inside()
-        msg_id = self._res.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
-        try: r = self._collect(msg_id, timeout, t0)
-        except BaseException:
-            # the caller was interrupted (Ctrl-C in Jupyter): stop the code too, or it runs on into the next call
-            try:
-                self._res.km.interrupt_kernel()
-                if not self._wait_idle(msg_id, self.interrupt_grace): self.restart()
-            except Exception: pass
-            raise
-        r.restarted = r.restarted or bool(before)
-        if r.timed_out: text, cut = f"Execution timed out after {timeout:g} seconds", False   # the harness's words, and no partial output
-        else: text, cut = harness_text(r.stdout.text(), r.stderr.text(), self.max_output_chars)
-        if self._closed:
-            text = "\n".join(x for x in (text, "The sandbox was closed during this call.") if x)
-            return ExecResult(text, "the sandbox was closed during the call", r.timed_out, r.restarted,
-                              time.perf_counter() - t0, r.images, cut, str(self.isolation), r.traceback)
-        notes = []
-        if r.notes: notes.append(r.notes)
-        if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
-            # A call that timed out or hit the process limit leaves none of the processes it started behind.
-            left = cg.pids_inside() - pids_before          # the kernel and its init were there before the call
-            if left: self._stop_children(left)
-            if cg.refusals() > refused_before:
-                notes.append(f"Starting more processes was refused (limit: {self.max_processes} tasks)"
-                             + (f"; the {len(left)} process(es) this code started were stopped." if left else "."))
-        if r.timed_out:
-            if self.restart_on_timeout and not r.restarted: self.restart(); r.restarted = True
-            r.error = f"timed out after {timeout:g} s" + (" (restarted)" if r.restarted else "")
-        output = "\n".join(before + ([text] if text else []) + notes)
-        return ExecResult(output, r.error, r.timed_out, r.restarted, time.perf_counter() - t0, r.images, cut,
-                          str(self.isolation), r.traceback)
+    return self
 
+@patch(as_prop=True)
+def run_dir(self: PythonSandbox) -> str | None:
+    "The directory (ours, private) with the kernel's sockets, log and launch files; None before the first start."
+    return self._res.dirs[0] if self._res.dirs else None
+
+@patch
+def _start(self: PythonSandbox) -> None:
+    "Start a kernel (the first, or after a restart) and measure what it is held to."
+    t0 = time.perf_counter()
+    res = self._res
+    if not res.dirs:
+        res.dirs.append(_new_run_dir())
+        fd = os.open(os.path.join(res.dirs[0], "kernel.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        res.log = os.fdopen(fd, "ab")
+    run_dir = res.dirs[0]
+    if res.cgroups is not None and any(not os.path.isdir(d) for d in res.cgroups.dirs):
+        res.cgroups = None                          # removed from outside: make them again, limits included
+    if res.cgroups is None: res.cgroups = _Cgroups(self.memory_mb, self.max_processes, self.cpus)
+    cg = res.cgroups
+    rlimits, memory, procs = _limits(cg, self.memory_mb, self.max_processes)
+    env, removed = _kernel_env(self.extra_env, self.gpus, rlimits)
+    cfg_path, status_path, cfg = self._launch_config(run_dir, cg, rlimits)
+    self._boot(cfg, cfg_path, env, rlimits)
+    status = json.loads(_read(status_path, "{}") or "{}")
+    self.isolation = _measured(status, cg, cfg, memory, procs, removed, cpus=self.cpus, gpus=self.gpus, workdir=self.workdir)
+    self.workdir = self.isolation.workdir
+    for what in Isolation._CHECKED:
+        if (v := getattr(self.isolation, what)).startswith("NOT"): _warn_once(f"PythonSandbox: {what} is {v}")
+    self.start_seconds = time.perf_counter() - t0
+
+# %% ../nbs/12_sandbox.ipynb #d2db6218
+@patch
+def _launch_config(self: PythonSandbox, run_dir: str, cg: _Cgroups, rlimits: dict) -> tuple[str, str, dict]:
+    "Write what the launcher needs (see `cascade_lab.isolation`); returns the paths of the config and of the status it will write, and the config."
+    res = self._res
+    status_path = os.path.join(run_dir, "status.json")
+    sockets, stage = _fresh_run_dirs(run_dir)
+    if self._plan is None:                          # once, before any code of the model's ran: its links cannot steer it
+        self._plan = _first_plan(sockets, self._workdir_arg, self.gpus)
+    plan, uid, stays_root = self._plan
+    if uid is not None and self._workdir_arg is not None and res.workdir_owner is None:
+        st = os.stat(self._workdir_arg)
+        res.workdir_owner = (self._workdir_arg, self._workdir_id, uid, st.st_uid, st.st_gid)     # given back on close
+    cfg = {"cgroups": cg.dirs, "network": self.network, "rlimits": rlimits, "status_path": status_path,
+           "startup": _startup_code(self.max_output_chars),
+           "nice": self.cpus is not None and cg.cpu is None, "max_processes": self.max_processes, "plan": plan, "stage": stage,
+           "disk_mb": self.disk_mb, "uid": uid, "stays_root": stays_root,
+           "sockets": sockets, "run_dir": run_dir, "workdir": self._workdir_arg, "workdir_id": self._workdir_id,
+           "workdir_owner": res.workdir_owner[3:] if res.workdir_owner else None}
+    cfg_path = os.path.join(run_dir, "launch.json")
+    with open(cfg_path, "w") as f: json.dump(cfg, f)
+    return cfg_path, status_path, cfg
+
+# %% ../nbs/12_sandbox.ipynb #fffe6105
+@patch
+def _boot(self: PythonSandbox, cfg: dict, cfg_path: str, env: dict, rlimits: dict) -> None:
+    "Start the launcher through jupyter_client and wait until the kernel answers."
+    res = self._res
+    if res.context is None: res.context = _zmq_context()
+    km = _kernel_manager(_launcher_argv(cfg_path), os.path.join(cfg["sockets"], "ipc"), res.context)
+    km.connection_file = os.path.join(cfg["run_dir"], "connection.json")
+    res.km = km
+    try:
+        km.start_kernel(env=env, cwd=cfg["run_dir"], stdout=res.log, stderr=res.log)
+        res.kc = km.client(context=res.context)
+        res.kc.start_channels()
+        res.kc.wait_for_ready(timeout=self.startup_timeout)
+    except Exception as e:
+        res.stop_kernel()
+        log = self._log_tail()
+        hint = (f"memory_mb={self.memory_mb} is too small for the kernel under RLIMIT_AS (an address-space limit): "
+                "give it at least 1024" if "RLIMIT_AS" in rlimits and "MemoryError" in log
+                else f"Check that ipykernel is installed for {sys.executable}")
+        raise SandboxError(f"the sandbox kernel did not start ({type(e).__name__}: {e}). Its log ends with:\n"
+                           f"{log}\n{hint}.") from None
+
+@patch
+def _log_tail(self: PythonSandbox, n: int = 2000) -> str:
+    if not self._res.dirs: return ""
+    return _read(os.path.join(self._res.dirs[0], "kernel.log"))[-n:].strip() or "(empty)"
+
+# %% ../nbs/12_sandbox.ipynb #528d4953
+@patch
+def restart(self: PythonSandbox) -> None:
+    "Kill the kernel and everything it started, and start a fresh one (all variables are lost)."
+    with self._lock:
+        if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
+        self._res.stop_kernel()
+        self.restarts += 1
+        self._start()
+
+@patch
+def interrupt(self: PythonSandbox) -> None:
+    """Interrupt the code running now, from any thread (SIGINT, as Jupyter's stop button does): the running `run`
+    returns with a `KeyboardInterrupt` error, and the session keeps its state. Does nothing when idle."""
+    if not self._closed: self._sigint()
+
+@patch
+def reset(self: PythonSandbox) -> None:
+    """Forget every variable and import (IPython's `%reset -f`) but keep the kernel: a fresh session without the
+    start-up cost. Files in the working directory stay; a kernel that had died is restarted."""
+    r = self.run("%reset -f")
+    if r.error is not None and not r.restarted: raise SandboxError(f"resetting the session failed: {r.error}")
+
+# %% ../nbs/12_sandbox.ipynb #18b63f74
+@patch
+def close(self: PythonSandbox) -> None:
+    """Stop the kernel and every process it started; remove its cgroups and temporary directories. Idempotent, and
+    from any thread: a call running in another thread is interrupted, then the kernel is killed, so `close` returns
+    within about two seconds and that call returns an error saying the sandbox was closed."""
+    self._closed = True
+    got = self._lock.acquire(blocking=False)
+    if not got:                             # a call is running: ask it to stop, then stop it
+        self._sigint()
+        got = self._lock.acquire(timeout=0.5)
+        if not got:
+            self._res.kill()
+            got = self._lock.acquire(timeout=1.0)
+    try: self._finalizer()
+    finally:
+        if got: self._lock.release()
+
+@patch
+def _sigint(self: PythonSandbox) -> None:
+    "SIGINT to the kernel's process group, even when the sandbox is closing (see `interrupt`)."
+    km = self._res.km
+    if km is not None:
+        try: km.interrupt_kernel()
+        except Exception: pass
+
+# %% ../nbs/12_sandbox.ipynb #7a5df09e
+@patch(as_prop=True)
+def closed(self: PythonSandbox) -> bool: return self._closed
+
+@patch(as_prop=True)
+def kernel_pid(self: PythonSandbox) -> int | None:
+    km = self._res.km
+    proc = getattr(getattr(km, "provisioner", None), "process", None)
+    return None if proc is None else proc.pid
+
+@patch
+def __enter__(self: PythonSandbox): return self.start()
+
+@patch
+def __exit__(self: PythonSandbox, *exc): self.close()
+
+@patch
+def __repr__(self: PythonSandbox) -> str:
+    state = "closed" if self._closed else ("running" if self._res.km is not None else "not started")
+    iso = f"; {self.isolation}" if self.isolation else ""
+    return f"PythonSandbox({state}, timeout={self.timeout:g}s, memory_mb={self.memory_mb}, workdir={self.workdir!r}{iso})"
+
+# %% ../nbs/12_sandbox.ipynb #90b34388
 @dataclass
 class _Collected:
     stdout: _Output                   # what the call printed, its values and its traceback, as the harness collects them
@@ -1341,7 +503,75 @@ class _Collected:
     restarted: bool = False
     notes: str = ""
 
-def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Collected:
+# %% ../nbs/12_sandbox.ipynb #cfabccce
+@patch
+def run(self: PythonSandbox, code: str, timeout: float | None = None, on_output=None) -> ExecResult:
+    """Run `code` in the session and return its `ExecResult` (the model's errors are results, never exceptions).
+    `timeout` overrides the sandbox's per-call limit. `on_output`: a callable given each chunk of stdout or stderr
+    text as the kernel sends it (raw: before the harness's cleaning and cut; the kernel's own cap per call still
+    applies), called in the thread that called `run`, which reads the kernel's messages; the chunks of a call that
+    times out come too, though its result says only that it timed out. An exception raised by `on_output` stops
+    the call as Ctrl-C does (the code is interrupted) and propagates."""
+    if not isinstance(code, str): raise SandboxError(f"code must be a str, got {type(code).__name__}")
+    if on_output is not None and not callable(on_output): raise SandboxError(f"on_output must be callable, got {on_output!r}")
+    timeout = self.timeout if timeout is None else _positive("timeout", timeout)
+    with self._lock:
+        if self._closed: raise SandboxError("this sandbox is closed; make a new PythonSandbox")
+        before = self._ensure_kernel()
+        t0, cg = time.perf_counter(), self._res.cgroups
+        refused_before, pids_before = cg.refusals(), cg.pids_inside()
+        msg_id = self._res.kc.execute(code, store_history=True, allow_stdin=False, stop_on_error=False)
+        try: r = self._collect(msg_id, timeout, t0, on_output)
+        except BaseException:
+            # the caller was interrupted (Ctrl-C in Jupyter): stop the code too, or it runs on into the next call
+            try:
+                self._res.km.interrupt_kernel()
+                if not self._wait_idle(msg_id, self.interrupt_grace): self.restart()
+            except Exception: pass
+            raise
+        r.restarted = r.restarted or bool(before)
+        return self._result(r, before, timeout, t0, cg, refused_before, pids_before)
+
+@patch
+def _ensure_kernel(self: PythonSandbox) -> list[str]:
+    "Start the kernel if there is none, restart it if it died since the last call: the notices for the output."
+    before = []
+    if self._res.km is None: self._start()
+    elif not self._res.km.is_alive():        # died between calls (a background thread, an outside kill)
+        self.restart()
+        before.append("The Python session had stopped since the last call and was restarted; its state was lost.")
+    return before
+
+# %% ../nbs/12_sandbox.ipynb #e0873aa7
+@patch
+def _result(self: PythonSandbox, r: _Collected, before: list, timeout: float, t0: float, cg: _Cgroups,
+            refused_before: int, pids_before: set) -> ExecResult:
+    "The `ExecResult` of a call from what `_collect` collected."
+    if r.timed_out: text, cut = f"Execution timed out after {timeout:g} seconds", False   # the harness's words, and no partial output
+    else: text, cut = harness_text(r.stdout.text(), r.stderr.text(), self.max_output_chars)
+    if self._closed:
+        text = "\n".join(x for x in (text, "The sandbox was closed during this call.") if x)
+        return ExecResult(text, "the sandbox was closed during the call", r.timed_out, r.restarted,
+                          time.perf_counter() - t0, r.images, cut, str(self.isolation), r.traceback)
+    notes = []
+    if r.notes: notes.append(r.notes)
+    if not r.restarted and (r.timed_out or cg.refusals() > refused_before):
+        # A call that timed out or hit the process limit leaves none of the processes it started behind.
+        left = cg.pids_inside() - pids_before          # the kernel and its init were there before the call
+        if left: self._stop_children(left)
+        if cg.refusals() > refused_before:
+            notes.append(f"Starting more processes was refused (limit: {self.max_processes} tasks)"
+                         + (f"; the {len(left)} process(es) this code started were stopped." if left else "."))
+    if r.timed_out:
+        if self.restart_on_timeout and not r.restarted: self.restart(); r.restarted = True
+        r.error = f"timed out after {timeout:g} s" + (" (restarted)" if r.restarted else "")
+    output = "\n".join(before + ([text] if text else []) + notes)
+    return ExecResult(output, r.error, r.timed_out, r.restarted, time.perf_counter() - t0, r.images, cut,
+                      str(self.isolation), r.traceback)
+
+# %% ../nbs/12_sandbox.ipynb #4356a12d
+@patch
+def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float, on_output=None) -> _Collected:
     "Read the kernel's messages for request `msg_id` until it is idle, past the deadline, or dead."
     res, cg = self._res, self._res.cgroups
     oom_before = cg.oom_kills()
@@ -1362,47 +592,81 @@ def _collect(self: PythonSandbox, msg_id: str, timeout: float, t0: float) -> _Co
                 continue
             self.restart()
             r.restarted, r.error = True, f"timed out after {timeout:g} s (restarted)"
-            r.notes = ""           # the harness says only that it timed out (see `_run`), restarted or not
+            r.notes = ""           # the harness says only that it timed out (see `_result`), restarted or not
             return r
         try: msg = res.kc.get_iopub_msg(timeout=min(0.1, deadline - now))
         except ValueError:        # a message that failed its signature check: say so rather than stop
             r.stderr.add("[a message from the Python session was lost]\n"); continue
         except queue.Empty:
             if self._closed or res.km.is_alive(): continue
-            proc = getattr(res.km.provisioner, "process", None)
-            cause = _death_cause(proc.poll() if proc is not None else None, cg.oom_kills() > oom_before, self.memory_mb)
-            self.restart()
-            r.restarted, r.error = True, f"the Python process died: {cause}"
-            r.notes = f"The Python process died: {cause}. The session was restarted and its state was lost."
-            return r
+            return self._died(r, cg, oom_before)
         if msg.get("parent_header", {}).get("msg_id") != msg_id: continue
-        kind, c = msg["msg_type"], msg["content"]
-        if kind == "stream": (r.stderr if c.get("name") == "stderr" else r.stdout).add(c.get("text", ""))
-        elif kind in ("execute_result", "display_data"):
-            data = c.get("data", {})
-            pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
-            if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
-            room = _IMAGES_CAP - sum(len(i["data"]) for i in r.images)
-            kept = []
-            for pic in pics:
-                if len(pic["data"]) <= room: kept.append(pic); room -= len(pic["data"])
-            if len(kept) < len(pics): r.stderr.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
-            r.images += kept
-            if "text/plain" in data and not pics:          # an image's repr is noise
-                value = str(data["text/plain"])           # IPython's display hook starts a value of several lines on a line of its own
-                r.stdout.add(("\n" if "\n" in value and kind == "execute_result" else "") + value + "\n")
-        elif kind == "error":
-            ename, evalue = c.get("ename", "Error"), c.get("evalue", "")
-            if r.timed_out and ename == "KeyboardInterrupt": continue          # our interrupt, not the model's error
-            if ename == "SystemExit" and evalue in ("", "0", "None"): continue  # sys.exit(0): a normal end
-            r.stdout.add(plain_traceback(c.get("plain") or c.get("traceback", [])))     # IPython prints it to stdout
-            r.traceback = _ANSI.sub("", plain_traceback(c.get("traceback", []))).rstrip()
-            r.error = _clean(f"{ename}: {evalue}".rstrip(": "))
-            if len(r.error) > 500: r.error = r.error[:500] + "..."        # a short description; the output has the rest
-        elif kind == "status" and c.get("execution_state") == "idle":
+        if _take(r, msg, on_output):     # idle: the call is over
             if not r.timed_out: self._drain_reply(msg_id)
             return r
 
+# %% ../nbs/12_sandbox.ipynb #9a9b5a03
+def _death_cause(returncode, oom: bool, memory_mb) -> str:
+    if oom: return f"it ran out of memory (limit {memory_mb} MB)"
+    if returncode is None: return "it stopped answering"
+    if returncode < 0:
+        try: name = signal.Signals(-returncode).name
+        except ValueError: name = f"signal {-returncode}"
+        return f"it was killed by {name}" + (" (a crash in native code)" if name in ("SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL", "SIGFPE") else "")
+    return f"it exited with status {returncode}"
+
+@patch
+def _died(self: PythonSandbox, r: _Collected, cg: _Cgroups, oom_before: int) -> _Collected:
+    "The kernel died during the call: say why, and start a fresh one."
+    proc = getattr(self._res.km.provisioner, "process", None)
+    cause = _death_cause(proc.poll() if proc is not None else None, cg.oom_kills() > oom_before, self.memory_mb)
+    self.restart()
+    r.restarted, r.error = True, f"the Python process died: {cause}"
+    r.notes = f"The Python process died: {cause}. The session was restarted and its state was lost."
+    return r
+
+# %% ../nbs/12_sandbox.ipynb #d51ca2ff
+def _take(r: _Collected, msg: dict, on_output=None) -> bool:
+    "Add one message of the call to `r`; whether it was the kernel's idle status (the call is over)."
+    kind, c = msg["msg_type"], msg["content"]
+    if kind == "stream":
+        text = c.get("text", "")
+        if on_output is not None and text: on_output(text)
+        (r.stderr if c.get("name") == "stderr" else r.stdout).add(text)
+    elif kind in ("execute_result", "display_data"): _take_display(r, kind, c)
+    elif kind == "error": _take_error(r, c)
+    elif kind == "status" and c.get("execution_state") == "idle": return True
+    return False
+
+def _take_display(r: _Collected, kind: str, c: dict) -> None:
+    data = c.get("data", {})
+    pics = [{"mime": m, "data": _b64(data[m])} for m in ("image/png", "image/jpeg", "image/gif") if m in data]
+    if "image/svg+xml" in data: pics.append({"mime": "image/svg+xml", "data": str(data["image/svg+xml"]).encode()})
+    room = _IMAGES_CAP - sum(len(i["data"]) for i in r.images)
+    kept = []
+    for pic in pics:
+        if len(pic["data"]) <= room: kept.append(pic); room -= len(pic["data"])
+    if len(kept) < len(pics): r.stderr.add(f"[{len(pics) - len(kept)} image(s) not kept: over the sandbox's image limit]\n")
+    r.images += kept
+    if "text/plain" in data and not pics:          # an image's repr is noise
+        value = str(data["text/plain"])           # IPython's display hook starts a value of several lines on a line of its own
+        r.stdout.add(("\n" if "\n" in value and kind == "execute_result" else "") + value + "\n")
+
+def _take_error(r: _Collected, c: dict) -> None:
+    ename, evalue = c.get("ename", "Error"), c.get("evalue", "")
+    if r.timed_out and ename == "KeyboardInterrupt": return          # our interrupt, not the model's error
+    if ename == "SystemExit" and evalue in ("", "0", "None"): return  # sys.exit(0): a normal end
+    r.stdout.add(plain_traceback(c.get("plain") or c.get("traceback", [])))     # IPython prints it to stdout
+    r.traceback = _ANSI.sub("", plain_traceback(c.get("traceback", []))).rstrip()
+    r.error = _clean(f"{ename}: {evalue}".rstrip(": "))
+    if len(r.error) > 500: r.error = r.error[:500] + "..."        # a short description; the output has the rest
+
+def _b64(s) -> bytes:
+    import base64
+    return base64.b64decode(s) if isinstance(s, str) else bytes(s)
+
+# %% ../nbs/12_sandbox.ipynb #c6112809
+@patch
 def _wait_idle(self: PythonSandbox, msg_id: str, seconds: float) -> bool:
     "Wait until the kernel is idle after request `msg_id`; False if it is not within `seconds`."
     end = time.monotonic() + seconds
@@ -1413,13 +677,10 @@ def _wait_idle(self: PythonSandbox, msg_id: str, seconds: float) -> bool:
                 and m["content"].get("execution_state") == "idle": return True
     return False
 
-def _b64(s) -> bytes:
-    import base64
-    return base64.b64decode(s) if isinstance(s, str) else bytes(s)
-
 # Reaps the kernel's dead children in a throwaway namespace: zombies still count against the pids limit.
 _REAP = """exec('import os\\nwhile True:\\n    try:\\n        if os.waitpid(-1, os.WNOHANG)[0] == 0: break\\n    except ChildProcessError: break', {})"""
 
+@patch
 def _stop_children(self: PythonSandbox, pids: set) -> None:
     "Kill processes the kernel started, wait until they are dead, and have the kernel reap them."
     cg, end = self._res.cgroups, time.monotonic() + 2
@@ -1430,14 +691,10 @@ def _stop_children(self: PythonSandbox, pids: set) -> None:
     self._wait_idle(msg_id, 5)
     self._drain_reply(msg_id)
 
+@patch
 def _drain_reply(self: PythonSandbox, msg_id: str) -> None:
     "Take the shell reply off the queue (it is already there when the kernel is idle), so none pile up."
     while True:
         try: m = self._res.kc.get_shell_msg(timeout=0.5)
         except queue.Empty: return
         if m.get("parent_header", {}).get("msg_id") == msg_id: return
-
-_run.__name__, _run.__qualname__ = "run", "PythonSandbox.run"
-PythonSandbox.run = _run
-PythonSandbox._collect, PythonSandbox._wait_idle = _collect, _wait_idle
-PythonSandbox._drain_reply, PythonSandbox._stop_children = _drain_reply, _stop_children

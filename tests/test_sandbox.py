@@ -284,8 +284,8 @@ def test_without_cgroups_rlimits_stand_in_and_say_so(monkeypatch):
     """Where no cgroup can be used (a non-root user, a container without delegation), memory falls back to
     RLIMIT_AS and processes to RLIMIT_NPROC (as root it binds because the kernel runs as a uid of its own);
     the isolation report says which, and a flood is still refused."""
-    import cascade_lab.sandbox as sbm
-    monkeypatch.setattr(sbm, "_cgroup_mounts", lambda: {})
+    import cascade_lab.isolation as isom
+    monkeypatch.setattr(isom, "_cgroup_mounts", lambda: {})
     s = PythonSandbox(memory_mb=1024, max_processes=64).start()
     try:
         iso = s.isolation
@@ -304,9 +304,10 @@ def test_without_cgroups_rlimits_stand_in_and_say_so(monkeypatch):
 def test_what_is_not_enforced_is_said_and_warned(monkeypatch):
     "A kernel that stays root without a pids cgroup: the report and a warning say what that leaves open."
     if os.getuid() != 0: pytest.skip("needs root")
+    import cascade_lab.isolation as isom
     import cascade_lab.sandbox as sbm
-    monkeypatch.setattr(sbm, "_cgroup_mounts", lambda: {})
-    monkeypatch.setattr(sbm, "_fresh_id", lambda: None)           # no uid of its own: it stays root
+    monkeypatch.setattr(isom, "_cgroup_mounts", lambda: {})
+    monkeypatch.setattr(isom, "_fresh_id", lambda: None)           # no uid of its own: it stays root
     monkeypatch.setattr(sbm, "_warned", set())
     with pytest.warns(RuntimeWarning) as caught:
         s = PythonSandbox().start()
@@ -472,6 +473,42 @@ def test_output_flood_from_python_is_capped_in_the_kernel(sb):
     r = sb.run("import sys\nwhile True: sys.stdout.write('y' * 100_000)", timeout=2)
     assert r.timed_out and not r.restarted, r
     assert r.output == "Execution timed out after 2 seconds"        # the harness sends no partial output
+    healthy(sb)
+
+
+def test_on_output_streams_chunks_while_the_code_runs(sb):
+    """`on_output` gets stdout and stderr chunks as the kernel sends them, in the thread that called `run`, before
+    `run` returns; together they hold every line printed; the result is the one `run` gives without it."""
+    import threading
+    code = ("import sys, time\nfor i in range(4):\n    print('line', i, flush=True)\n"
+            "    if i == 2: print('warn', i, file=sys.stderr, flush=True)\n    time.sleep(0.4)")
+    got, threads = [], set()
+    def follow(text):
+        got.append((time.perf_counter(), text))
+        threads.add(threading.get_ident())
+    r = sb.run(code, on_output=follow)
+    returned = time.perf_counter()
+    assert threads == {threading.get_ident()}
+    text = "".join(t for _, t in got)
+    for line in ("line 0", "line 1", "line 2", "line 3", "warn 2"): assert f"{line}\n" in text, text
+    first = next(at for at, t in got if "line 0" in t)
+    assert returned - first > 1.0, f"the first chunk came {returned - first:.2f} s before run returned"
+    plain = sb.run(code)
+    assert (r.output, r.error, r.truncated) == (plain.output, plain.error, plain.truncated) == \
+        ("line 0\nline 1\nline 2\nline 3\nwarn 2", None, False)
+
+
+def test_on_output_sees_a_timed_out_call_and_can_stop_one(sb):
+    "A call that times out streams what it printed (its result says only that it timed out); a callback that raises stops the call."
+    got = []
+    r = sb.run("import time\nprint('before', flush=True)\ntime.sleep(30)", timeout=1, on_output=got.append)
+    assert r.timed_out and r.output == "Execution timed out after 1 seconds" and "".join(got) == "before\n", (r, got)
+    def stop(text): raise RuntimeError("viewer closed")
+    t = time.perf_counter()
+    with pytest.raises(RuntimeError, match="viewer closed"):
+        sb.run("import time\nprint('a', flush=True)\ntime.sleep(30)", on_output=stop)
+    assert time.perf_counter() - t < 10
+    with pytest.raises(SandboxError, match="on_output must be callable"): sb.run("1", on_output="print")
     healthy(sb)
 
 

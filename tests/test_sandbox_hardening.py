@@ -28,7 +28,7 @@ import pytest
 from conftest import loopback_listener
 
 import cascade_lab
-import cascade_lab.sandbox as sbm
+import cascade_lab.isolation as isom
 from cascade_lab.sandbox import PythonSandbox, SandboxError
 
 ROOT = os.getuid() == 0
@@ -750,7 +750,7 @@ def gpu_decoy(visible_scratch, monkeypatch):
     dev.write_text("gpu-device-contents"); os.chmod(dev, 0o644)
     control = visible_scratch / "control.txt"
     control.write_text("visible"); os.chmod(control, 0o644)
-    monkeypatch.setattr(sbm, "_GPU_DEVICE_GLOBS", (str(visible_scratch / "nvidia-decoy*"),))
+    monkeypatch.setattr(isom, "_GPU_DEVICE_GLOBS", (str(visible_scratch / "nvidia-decoy*"),))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     code = (f"import json, os\nres = {{'cuda': os.environ.get('CUDA_VISIBLE_DEVICES')}}\n"
             f"for k, p in [('dev', {str(dev)!r}), ('control', {str(control)!r})]:\n"
