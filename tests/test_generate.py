@@ -30,8 +30,10 @@ def test_bad_options_are_refused(demo, kwargs, needle):
 
 
 def test_streaming_a_batch_is_refused(demo):
-    with pytest.raises(ValueError, match="streaming works for one prompt at a time"):
+    with pytest.raises(ValueError, match="streaming works for one conversation at a time"):
         generate(*demo, [MSGS, MSGS], max_new_tokens=4, stream=print)
+    with pytest.raises(ValueError, match="streaming works for one conversation at a time"):
+        generate(*demo, [MSGS, MSGS], max_new_tokens=4, on_event=print)
 
 
 def test_bad_messages_are_refused_by_the_renderer(demo):

@@ -380,8 +380,8 @@ def test_bad_cache_budget(ckpt, budget):
 
 
 def test_missing_demo_model_files(tmp_path, monkeypatch):
-    import cascade_lab.demo
-    monkeypatch.setattr(cascade_lab.demo, "DEMO_DIR", tmp_path / "demo_model")
+    import cascade_lab.model
+    monkeypatch.setattr(cascade_lab.model, "DEMO_DIR", tmp_path / "demo_model")     # where load_model() looks
     with pytest.raises(CheckpointNotFoundError) as e:
         load_model()
     m = str(e.value)
