@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastcore.basics import patch
+
 from .chat import (THINK_OPEN, THINK_CLOSE, TOOL_CALL_OPEN, TOOL_CALL_CLOSE, tool_schemas)
 
 # %% auto #0
@@ -172,6 +174,7 @@ def _value_end(text: str, v: int, final: bool):
     ends = [x for x in (text.find(_FN_CLOSE, v), text.find(TOOL_CALL_CLOSE, v)) if x >= 0]
     return (min(ends), min(ends), "has no </parameter>") if ends else (len(text), len(text), None)
 
+# %% ../nbs/01_parse.ipynb #25c7b986
 def _to_call_end(text: str, i: int, r: _Scan) -> _Scan:
     "A call that cannot be read runs to the first `</tool_call>` after `i` (or to the end of the text)."
     k = text.find(TOOL_CALL_CLOSE, i)
@@ -179,69 +182,88 @@ def _to_call_end(text: str, i: int, r: _Scan) -> _Scan:
     return r
 
 def _bad_name(r: _Scan, tag: str, name: str, stop: str) -> None:
+    "Mark the call malformed: the `tag` of `name` ended at `stop` instead of its '>'."
     r.malformed = True
     where = "'<'" if stop == "<" else "the line end"
     r.errors.append(f"the {tag}...> tag has no '>' (the name {name!r} ends at {where}); the call is kept as text")
 
-def _scan_call(text: str, start: int, final: bool) -> _Scan:
-    """Read the call whose body starts at `start` (just after `<tool_call>`). With `final=False` only what
-    can no longer change is reported; `end` stays None until the call's `</tool_call>` is decided."""
-    r = _Scan()
+def _scan_head(text: str, start: int, final: bool, r: _Scan) -> int | None:
+    """Read the `<function=NAME>` of the call whose body starts at `start` into `r`: the index just after the
+    name's `>`, or None when no more of the call can be read (no function tag, a malformed or unfinished name)."""
     i = _skip_space(text, start)
     if not text.startswith(_FN, i):
         k = text.find(TOOL_CALL_CLOSE, i)
         j = text.find(_FN, i, k if k >= 0 else len(text))
         if j < 0:
             if k >= 0 or final: r.errors.append("no <function=NAME> in the tool call")
-            return _to_call_end(text, i, r)
+            _to_call_end(text, i, r)
+            return None
         r.errors.append(f"unexpected text before <function=: {text[i:j][:40]!r}")
         i = j
     name, stop, j = _read_name(text, i + len(_FN))
     if stop is None:                          # the text ends inside the name
         if final: r.name = name; r.errors.append("the <function=...> tag is not closed")
-        return r
+        return None
     if stop != ">":
         _bad_name(r, _FN, name, stop)
-        return _to_call_end(text, j, r)
+        _to_call_end(text, j, r)
+        return None
     r.name = name
     if not name: r.errors.append("empty function name")
-    p = j + 1
-    while True:
+    return j + 1
+
+# %% ../nbs/01_parse.ipynb #5ac7ba18
+def _scan_param(text: str, p: int, final: bool, r: _Scan) -> int | None:
+    """Read the `<parameter=NAME>` at `p` and its value into `r`: the index just after its `</parameter>`,
+    or None when the call stops here (the value is undecided, or the tag is malformed or unfinished)."""
+    pname, stop, j = _read_name(text, p + len(_PARAM))
+    if stop is None:                          # the text ends inside the name
+        if final: r.params.append((pname, j, j)); r.errors.append("a <parameter=...> tag is not closed")
+        return None
+    if stop != ">":
+        _bad_name(r, _PARAM, pname, stop)
+        _to_call_end(text, j, r)
+        return None
+    found = _value_end(text, j + 1, final)
+    if found is None: return None
+    b, nxt, why = found
+    r.params.append((pname, *_strip_nl(text, j + 1, b)))
+    if why: r.errors.append(f"parameter {pname!r} {why}")
+    return nxt
+
+def _close_function(text: str, p: int, final: bool, r: _Scan) -> None:
+    "The `</function>` at `p`: the call ends after the next `</tool_call>`; other text before that is reported."
+    r.fn_closed = True
+    q = _skip_space(text, p + len(_FN_CLOSE))
+    k = text.find(TOOL_CALL_CLOSE, q)
+    if k > q or (k < 0 and final and not TOOL_CALL_CLOSE.startswith(text[q:q + len(TOOL_CALL_CLOSE)])):
+        tail = text[q:k if k >= 0 else len(text)].strip()
+        r.errors.append(f"unexpected text after </function>: {tail[:40]!r}")
+    if k >= 0: r.end = k + len(TOOL_CALL_CLOSE)
+
+def _skip_text(text: str, p: int, final: bool, r: _Scan) -> int | None:
+    "Text at `p` that is no tag: reported, and skipped to the next tag (None: there is none yet)."
+    nxt = [x for x in (text.find(t, p) for t in _NEXT) if x >= 0]
+    if not nxt:
+        if final: r.errors.append(f"unexpected text in the tool call: {text[p:].strip()[:40]!r}")
+        return None
+    r.errors.append(f"unexpected text between parameters: {text[p:min(nxt)][:40]!r}")
+    return min(nxt)
+
+# %% ../nbs/01_parse.ipynb #5157fe47
+def _scan_call(text: str, start: int, final: bool) -> _Scan:
+    """Read the call whose body starts at `start` (just after `<tool_call>`). With `final=False` only what
+    can no longer change is reported; `end` stays None until the call's `</tool_call>` is decided."""
+    r = _Scan()
+    p = _scan_head(text, start, final, r)
+    while p is not None:
         p = _skip_space(text, p)
-        if text.startswith(_PARAM, p):
-            pname, stop, j = _read_name(text, p + len(_PARAM))
-            if stop is None:
-                if final: r.params.append((pname, j, j)); r.errors.append("a <parameter=...> tag is not closed")
-                return r
-            if stop != ">":
-                _bad_name(r, _PARAM, pname, stop)
-                return _to_call_end(text, j, r)
-            found = _value_end(text, j + 1, final)
-            if found is None: return r
-            b, p, why = found
-            r.params.append((pname, *_strip_nl(text, j + 1, b)))
-            if why: r.errors.append(f"parameter {pname!r} {why}")
-        elif text.startswith(_FN_CLOSE, p):
-            r.fn_closed = True
-            q = _skip_space(text, p + len(_FN_CLOSE))
-            k = text.find(TOOL_CALL_CLOSE, q)
-            if k > q or (k < 0 and final and not TOOL_CALL_CLOSE.startswith(text[q:q + len(TOOL_CALL_CLOSE)])):
-                tail = text[q:k if k >= 0 else len(text)].strip()
-                r.errors.append(f"unexpected text after </function>: {tail[:40]!r}")
-            if k >= 0: r.end = k + len(TOOL_CALL_CLOSE)
-            return r
-        elif text.startswith(TOOL_CALL_CLOSE, p):
-            r.end = p + len(TOOL_CALL_CLOSE)
-            return r
-        elif _next_tag(text, p) == "maybe":      # the text ends here, or in the start of a tag
-            return r
-        else:                                     # text that is no tag: skip to the next one
-            nxt = [x for x in (text.find(t, p) for t in _NEXT) if x >= 0]
-            if not nxt:
-                if final: r.errors.append(f"unexpected text in the tool call: {text[p:].strip()[:40]!r}")
-                return r
-            r.errors.append(f"unexpected text between parameters: {text[p:min(nxt)][:40]!r}")
-            p = min(nxt)
+        if text.startswith(_PARAM, p): p = _scan_param(text, p, final, r)
+        elif text.startswith(_FN_CLOSE, p): _close_function(text, p, final, r); break
+        elif text.startswith(TOOL_CALL_CLOSE, p): r.end = p + len(TOOL_CALL_CLOSE); break
+        elif _next_tag(text, p) == "maybe": break   # the text ends here, or in the start of a tag
+        else: p = _skip_text(text, p, final, r)
+    return r
 
 # %% ../nbs/01_parse.ipynb #bde17b3a
 @dataclass
@@ -281,8 +303,10 @@ def _held(text: str, start: int, patterns) -> int:
             if text.endswith(p[:n]): best = n; break
     return best
 
+# %% ../nbs/01_parse.ipynb #03b90b39
 class StreamParser:
-    "Incremental parser of one assistant output; `parse_output` is this fed the whole text."
+    """Incremental parser of one assistant output; `parse_output` is this fed the whole text.
+    `feed(delta)` returns the events the new text completes; `close()` ends the text and sets `result`."""
     def __init__(self, tools=None, *, thinking: bool = True):
         self.thinking = thinking
         self._schemas = {f["name"]: f for f in tool_schemas(tools)} if tools is not None else None
@@ -297,133 +321,160 @@ class StreamParser:
         self._closed = False
         self.result: AssistantTurn | None = None
 
-    def feed(self, delta: str) -> list:
-        "Add generated text; return the events it completes."
-        if self._closed: raise ValueError("this StreamParser is closed; create a new one for another output")
-        if not isinstance(delta, str): raise ValueError(f"feed() takes text (str), got {type(delta).__name__}")
-        # drop the attribute's reference first so CPython can grow the string in place (amortised O(delta))
-        text, self.text = self.text, ""
-        text += delta
-        self.text = text
-        del text
-        return self._advance(final=False)
+# %% ../nbs/01_parse.ipynb #be81213e
+@patch
+def feed(self: StreamParser, delta: str) -> list:
+    "Add generated text; return the events it completes."
+    if self._closed: raise ValueError("this StreamParser is closed; create a new one for another output")
+    if not isinstance(delta, str): raise ValueError(f"feed() takes text (str), got {type(delta).__name__}")
+    # drop the attribute's reference first so CPython can grow the string in place (amortised O(delta))
+    text, self.text = self.text, ""
+    text += delta
+    self.text = text
+    del text
+    return self._advance(final=False)
 
-    def close(self) -> list:
-        "The text has ended: flush the held-back tail, finish open parts, build `result`."
-        if self._closed: return []
-        events = self._advance(final=True)
-        self._closed = True
-        self.result = self._build()
-        return events
+@patch
+def _advance(self: StreamParser, final: bool) -> list:
+    "Run the states' steps until one has to wait for more text; the events they complete."
+    ev = []
+    while getattr(self, f"_in_{self._state}")(ev, final): pass
+    return ev
 
-    # -- the state machine ---------------------------------------------------------------------
-    def _advance(self, final: bool) -> list:
-        ev, t = [], self.text
-        while True:
-            st = self._state
-            if st == "start":
-                if not final and len(t) < len(THINK_OPEN) + 1 and (THINK_OPEN + "\n").startswith(t): return ev
-                if t.startswith(THINK_OPEN):                    # the model re-opened the think block
-                    self._pos = len(THINK_OPEN) + (t.startswith("\n", len(THINK_OPEN)))
-                self._rstart = self._pos
-                self._state = "reasoning"
-            elif st == "reasoning":
-                k = t.find(THINK_CLOSE, self._pos)
-                if k >= 0:
-                    end = k - 1 if k - 1 >= self._pos and t[k - 1] == "\n" else k
-                    self._emit_reasoning(ev, end)
-                    self._rspan = (self._rstart, end)
-                    self._pos = k + len(THINK_CLOSE)
-                    self._state = "answer"
-                    ev.append(ThinkingFinished())
-                    continue
-                self._emit_reasoning(ev, len(t) if final else len(t) - _held(t, self._pos, ("\n" + THINK_CLOSE, THINK_CLOSE)))
-                if final: self._rspan = (self._rstart, len(t))
-                return ev
-            elif st == "answer":
-                k = t.find(TOOL_CALL_OPEN, self._pos)
-                stop = k if k >= 0 else len(t) if final else len(t) - _held(t, self._pos, (TOOL_CALL_OPEN,))
-                if stop > self._pos:
-                    if self._pieces and self._pieces[-1][1] == self._pos:   # one piece per run of text
-                        self._pieces[-1] = (self._pieces[-1][0], stop)
-                    else: self._pieces.append((self._pos, stop))
-                    ev.append(ContentDelta(t[self._pos:stop]))
-                    self._pos = stop
-                if k < 0: return ev
-                self._open = {"start": k, "body": k + len(TOOL_CALL_OPEN), "started": False, "emitted": 0}
-                self._pos = k + len(TOOL_CALL_OPEN)
-                self._state = "call"
-            elif st == "call":
-                c = self._open
-                scan = _scan_call(t, c["body"], final)
-                self._call_events(ev, scan)
-                if scan.end is None and not final: return ev       # the call's end is not decided yet
-                span = (c["start"], len(t) if scan.end is None else scan.end)
-                call = self._make_call(scan, span, finished=scan.end is not None)
-                self._calls.append(call)
-                ev.append(ToolCallFinished(len(self._calls) - 1, call))
-                self._open, self._pos, self._state = None, span[1], "answer"
-                if scan.end is None: return ev
+# %% ../nbs/01_parse.ipynb #74231ae1
+@patch
+def _in_start(self: StreamParser, ev: list, final: bool) -> bool:
+    t = self.text
+    if not final and len(t) < len(THINK_OPEN) + 1 and (THINK_OPEN + "\n").startswith(t): return False
+    if t.startswith(THINK_OPEN):                    # the model re-opened the think block
+        self._pos = len(THINK_OPEN) + (t.startswith("\n", len(THINK_OPEN)))
+    self._rstart = self._pos
+    self._state = "reasoning"
+    return True
 
-    def _emit_reasoning(self, ev, upto: int):
-        if upto > self._pos:
-            ev.append(ReasoningDelta(self.text[self._pos:upto]))
-            self._pos = upto
+@patch
+def _in_reasoning(self: StreamParser, ev: list, final: bool) -> bool:
+    t = self.text
+    k = t.find(THINK_CLOSE, self._pos)
+    if k >= 0:
+        end = k - 1 if k - 1 >= self._pos and t[k - 1] == "\n" else k
+        self._emit_reasoning(ev, end)
+        self._rspan = (self._rstart, end)
+        self._pos = k + len(THINK_CLOSE)
+        self._state = "answer"
+        ev.append(ThinkingFinished())
+        return True
+    self._emit_reasoning(ev, len(t) if final else len(t) - _held(t, self._pos, ("\n" + THINK_CLOSE, THINK_CLOSE)))
+    if final: self._rspan = (self._rstart, len(t))
+    return False
 
-    def _param(self, fname, pname, a, b):
-        "Typed value of one parameter and the problem with it, if any."
-        schema = None if self._schemas is None else self._schemas.get(fname)
-        props = ((schema or {}).get("parameters") or {}).get("properties") or {}
-        value, why = convert_value(self.text[a:b], props.get(pname))
-        if why: why = f"{fname}.{pname}: {why}"
-        if schema is not None and pname not in props:
-            why = f"parameter {pname!r} is not in the schema of {fname!r}"
-        return value, why
+@patch
+def _emit_reasoning(self: StreamParser, ev: list, upto: int):
+    if upto > self._pos:
+        ev.append(ReasoningDelta(self.text[self._pos:upto]))
+        self._pos = upto
 
-    def _call_events(self, ev, scan: _Scan):
-        c, idx = self._open, len(self._calls)
-        if scan.name is not None and not c["started"]:
-            c["started"] = True
-            ev.append(ToolCallStarted(idx, scan.name))
-        for pname, a, b in scan.params[c["emitted"]:]:
-            ev.append(ToolCallParameter(idx, pname, self._param(scan.name, pname, a, b)[0]))
-        c["emitted"] = len(scan.params)
+# %% ../nbs/01_parse.ipynb #727a172b
+@patch
+def _in_answer(self: StreamParser, ev: list, final: bool) -> bool:
+    t = self.text
+    k = t.find(TOOL_CALL_OPEN, self._pos)
+    stop = k if k >= 0 else len(t) if final else len(t) - _held(t, self._pos, (TOOL_CALL_OPEN,))
+    if stop > self._pos:
+        if self._pieces and self._pieces[-1][1] == self._pos:   # one piece per run of text
+            self._pieces[-1] = (self._pieces[-1][0], stop)
+        else: self._pieces.append((self._pos, stop))
+        ev.append(ContentDelta(t[self._pos:stop]))
+        self._pos = stop
+    if k < 0: return False
+    self._open = {"start": k, "body": k + len(TOOL_CALL_OPEN), "started": False, "emitted": 0}
+    self._pos = k + len(TOOL_CALL_OPEN)
+    self._state = "call"
+    return True
 
-    def _make_call(self, scan: _Scan, span: Span, finished: bool) -> ToolCall:
-        errors, params = list(scan.errors), []
-        for pname, a, b in scan.params:
-            value, why = self._param(scan.name, pname, a, b)
-            if why and not scan.malformed: errors.append(why)
-            params.append(Parameter(pname, value, self.text[a:b], (a, b)))
-        name = "" if scan.malformed else scan.name or ""    # a malformed call is never run: it stays text
-        if len({p.name for p in params}) < len(params): errors.append("a parameter is given twice; the last one is kept")
-        if self._schemas is not None and name:
-            if name not in self._schemas:
-                errors.append(f"unknown tool {name!r} (known: {', '.join(self._schemas) or 'none'})")
-            else:
-                req = (self._schemas[name].get("parameters") or {}).get("required") or []
-                missing = [r for r in req if r not in {p.name for p in params}]
-                if missing: errors.append(f"missing required parameter(s) {missing} of {name!r}")
-        if not finished: errors.append("the tool call is not closed (the output ended inside it)")
-        elif not scan.fn_closed and name: errors.append("</function> is missing")
-        return ToolCall(name, {p.name: p.value for p in params}, self.text[span[0]:span[1]], span, params, finished, errors)
+# %% ../nbs/01_parse.ipynb #b4f69c8d
+@patch
+def _param(self: StreamParser, fname, pname, a, b):
+    "Typed value of one parameter and the problem with it, if any."
+    schema = None if self._schemas is None else self._schemas.get(fname)
+    props = ((schema or {}).get("parameters") or {}).get("properties") or {}
+    value, why = convert_value(self.text[a:b], props.get(pname))
+    if why: why = f"{fname}.{pname}: {why}"
+    if schema is not None and pname not in props:
+        why = f"parameter {pname!r} is not in the schema of {fname!r}"
+    return value, why
 
-    def _build(self) -> AssistantTurn:
-        t = self.text
-        content = "".join(t[a:b] for a, b in self._pieces).strip()
-        spans = []
-        for a, b in self._pieces:
-            s = t[a:b]
-            if s.strip(): spans.append((a + len(s) - len(s.lstrip()), b - (len(s) - len(s.rstrip()))))
-        errors = list(self._errors)
-        for i, c in enumerate(self._calls):
-            errors += [f"tool call {i}: {e}" for e in c.errors]
-        if self._calls:
-            after = [t[a:b] for a, b in self._pieces if a >= self._calls[0].span[1] and t[a:b].strip()]
-            if after: errors.append(f"text after a tool call (kept in the content): {after[0].strip()[:40]!r}")
-        reasoning = None if self._rspan is None else t[self._rspan[0]:self._rspan[1]]
-        return AssistantTurn(t, reasoning, content, self._calls, not self.thinking or self._state != "reasoning",
-                             errors, self._rspan, spans)
+@patch
+def _call_events(self: StreamParser, ev, scan: _Scan):
+    c, idx = self._open, len(self._calls)
+    if scan.name is not None and not c["started"]:
+        c["started"] = True
+        ev.append(ToolCallStarted(idx, scan.name))
+    for pname, a, b in scan.params[c["emitted"]:]:
+        ev.append(ToolCallParameter(idx, pname, self._param(scan.name, pname, a, b)[0]))
+    c["emitted"] = len(scan.params)
+
+@patch
+def _in_call(self: StreamParser, ev: list, final: bool) -> bool:
+    t, c = self.text, self._open
+    scan = _scan_call(t, c["body"], final)
+    self._call_events(ev, scan)
+    if scan.end is None and not final: return False       # the call's end is not decided yet
+    span = (c["start"], len(t) if scan.end is None else scan.end)
+    call = self._make_call(scan, span, finished=scan.end is not None)
+    self._calls.append(call)
+    ev.append(ToolCallFinished(len(self._calls) - 1, call))
+    self._open, self._pos, self._state = None, span[1], "answer"
+    return scan.end is not None
+
+# %% ../nbs/01_parse.ipynb #3f507fa0
+@patch
+def _make_call(self: StreamParser, scan: _Scan, span: Span, finished: bool) -> ToolCall:
+    errors, params = list(scan.errors), []
+    for pname, a, b in scan.params:
+        value, why = self._param(scan.name, pname, a, b)
+        if why and not scan.malformed: errors.append(why)
+        params.append(Parameter(pname, value, self.text[a:b], (a, b)))
+    name = "" if scan.malformed else scan.name or ""    # a malformed call is never run: it stays text
+    if len({p.name for p in params}) < len(params): errors.append("a parameter is given twice; the last one is kept")
+    if self._schemas is not None and name:
+        if name not in self._schemas:
+            errors.append(f"unknown tool {name!r} (known: {', '.join(self._schemas) or 'none'})")
+        else:
+            req = (self._schemas[name].get("parameters") or {}).get("required") or []
+            missing = [r for r in req if r not in {p.name for p in params}]
+            if missing: errors.append(f"missing required parameter(s) {missing} of {name!r}")
+    if not finished: errors.append("the tool call is not closed (the output ended inside it)")
+    elif not scan.fn_closed and name: errors.append("</function> is missing")
+    return ToolCall(name, {p.name: p.value for p in params}, self.text[span[0]:span[1]], span, params, finished, errors)
+
+# %% ../nbs/01_parse.ipynb #8a67efeb
+@patch
+def close(self: StreamParser) -> list:
+    "The text has ended: flush the held-back tail, finish open parts, build `result`."
+    if self._closed: return []
+    events = self._advance(final=True)
+    self._closed = True
+    self.result = self._build()
+    return events
+
+@patch
+def _build(self: StreamParser) -> AssistantTurn:
+    t = self.text
+    content = "".join(t[a:b] for a, b in self._pieces).strip()
+    spans = []
+    for a, b in self._pieces:
+        s = t[a:b]
+        if s.strip(): spans.append((a + len(s) - len(s.lstrip()), b - (len(s) - len(s.rstrip()))))
+    errors = list(self._errors)
+    for i, c in enumerate(self._calls):
+        errors += [f"tool call {i}: {e}" for e in c.errors]
+    if self._calls:
+        after = [t[a:b] for a, b in self._pieces if a >= self._calls[0].span[1] and t[a:b].strip()]
+        if after: errors.append(f"text after a tool call (kept in the content): {after[0].strip()[:40]!r}")
+    reasoning = None if self._rspan is None else t[self._rspan[0]:self._rspan[1]]
+    return AssistantTurn(t, reasoning, content, self._calls, not self.thinking or self._state != "reasoning",
+                         errors, self._rspan, spans)
 
 # %% ../nbs/01_parse.ipynb #3c15a994
 def parse_output(text: str, *, tools=None, thinking: bool = True) -> AssistantTurn:
