@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['route_from_logits', 'moe_routers', 'RecordedRouting', 'RoutingRecorder']
@@ -62,66 +63,72 @@ class RoutingRecorder:
         self.capacity, self.pos, self.batch, self._seq = capacity, 0, None, 0
         self._handles, self._buf = [], None
 
-    # -- buffers ---------------------------------------------------------------------------------
-    def _alloc(self, batch: int, capacity: int):
-        # one float32 buffer per recording: [batch, tokens, MoE layers, 3k] = expert ids (exact as floats),
-        # mixing weights, and the router logits of the chosen experts (scores are derived when read)
-        L, k, dev = len(self.routers), self.top_k, self.device
-        new = {"packed": torch.zeros(batch, capacity, L, 3 * k, dtype=torch.float32, device=dev)}
-        if self.record_logits:
-            new["logits"] = torch.zeros(batch, capacity, L, self.num_experts, dtype=torch.float16, device=dev)
-        if self._buf is not None:          # grow: keep what was recorded
-            for key, t in self._buf.items(): new[key][:, :self.pos] = t[:, :self.pos]
-        self._buf, self.capacity = new, capacity
+# %% ../nbs/08_routing.ipynb #5b72baa2
+@patch
+def _alloc(self: RoutingRecorder, batch: int, capacity: int):
+    "Allocate the buffers for `capacity` tokens, or grow them keeping the first `pos`."
+    L, k, dev = len(self.routers), self.top_k, self.device
+    new = {"packed": torch.zeros(batch, capacity, L, 3 * k, dtype=torch.float32, device=dev)}
+    if self.record_logits:
+        new["logits"] = torch.zeros(batch, capacity, L, self.num_experts, dtype=torch.float16, device=dev)
+    if self._buf is not None:          # grow: keep what was recorded
+        for key, t in self._buf.items(): new[key][:, :self.pos] = t[:, :self.pos]
+    self._buf, self.capacity = new, capacity
 
-    # -- hooks -------------------------------------------------------------------------------------
-    def _before_forward(self, module, args, kwargs):
-        x = kwargs.get("input_ids")
-        if x is None: x = args[0] if args and torch.is_tensor(args[0]) else kwargs.get("inputs_embeds")
-        b, s = x.shape[0], x.shape[1]
-        if self.batch is None: self.batch = b
-        elif b != self.batch:
-            raise ValueError(f"batch size changed from {self.batch} to {b} within one recording; use one recorder per batch")
-        if self._buf is None or self.pos + s > self.capacity:
-            self._alloc(b, max(self.capacity, 2 * (self.pos + s)) if self._buf is not None else max(self.capacity, s))
-        self._seq = s
+# %% ../nbs/08_routing.ipynb #b238a475
+@patch
+def _before_forward(self: RoutingRecorder, module, args, kwargs):
+    x = kwargs.get("input_ids")
+    if x is None: x = args[0] if args and torch.is_tensor(args[0]) else kwargs.get("inputs_embeds")
+    b, s = x.shape[0], x.shape[1]
+    if self.batch is None: self.batch = b
+    elif b != self.batch:
+        raise ValueError(f"batch size changed from {self.batch} to {b} within one recording; use one recorder per batch")
+    if self._buf is None or self.pos + s > self.capacity:
+        self._alloc(b, max(self.capacity, 2 * (self.pos + s)) if self._buf is not None else max(self.capacity, s))
+    self._seq = s
 
-    def _after_forward(self, module, args, kwargs, output):
-        self.pos += self._seq
+@patch
+def _after_forward(self: RoutingRecorder, module, args, kwargs, output):
+    self.pos += self._seq
 
-    def _router_hook(self, slot: int):
-        def hook(router, args, output):
-            logits, weights, idx = output
-            b, s = self.batch, self._seq
-            if logits.shape[0] != b * s: return      # a router called outside a full model forward: not ours
-            # the hot path is four small ops; scores and the ordering are derived once, when read
-            row = torch.cat([idx.to(torch.float32), weights.float(), logits.gather(1, idx)], dim=1)
-            p, buf = self.pos, self._buf
-            buf["packed"][:, p:p + s, slot] = row.view(b, s, -1)
-            if self.record_logits: buf["logits"][:, p:p + s, slot] = logits.view(b, s, -1).half()
-        return hook
+@patch
+def _router_hook(self: RoutingRecorder, slot: int):
+    def hook(router, args, output):
+        logits, weights, idx = output
+        b, s = self.batch, self._seq
+        if logits.shape[0] != b * s: return      # a router called outside a full model forward: not ours
+        # the hot path is four small ops; scores and the ordering are derived once, when read
+        row = torch.cat([idx.to(torch.float32), weights.float(), logits.gather(1, idx)], dim=1)
+        p, buf = self.pos, self._buf
+        buf["packed"][:, p:p + s, slot] = row.view(b, s, -1)
+        if self.record_logits: buf["logits"][:, p:p + s, slot] = logits.view(b, s, -1).half()
+    return hook
 
-    def __enter__(self):
-        self._handles = [self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
-                         self.model.register_forward_hook(self._after_forward, with_kwargs=True)]
-        self._handles += [r.register_forward_hook(self._router_hook(i)) for i, (_, r) in enumerate(self.routers)]
-        return self
+@patch
+def __enter__(self: RoutingRecorder):
+    self._handles = [self.model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
+                     self.model.register_forward_hook(self._after_forward, with_kwargs=True)]
+    self._handles += [r.register_forward_hook(self._router_hook(i)) for i, (_, r) in enumerate(self.routers)]
+    return self
 
-    def __exit__(self, *exc):
-        for h in self._handles: h.remove()
-        self._handles = []
+@patch
+def __exit__(self: RoutingRecorder, *exc):
+    for h in self._handles: h.remove()
+    self._handles = []
 
-    # -- reading ---------------------------------------------------------------------------------
-    def result(self, index: int = 0, tokens: slice | None = None) -> RecordedRouting:
-        "The recorded routing of sequence `index` of the batch, copied to the host (one copy per array)."
-        if self._buf is None: raise ValueError("nothing was recorded: run the model inside `with recorder:`")
-        sl, k = tokens or slice(0, self.pos), self.top_k
-        packed = self._buf["packed"][index, sl].cpu().numpy()
-        experts = packed[..., :k].astype(np.int64)
-        bias = np.stack([r.e_score_correction_bias.detach().float().cpu().numpy() for _, r in self.routers])
-        scores = 1 / (1 + np.exp(-packed[..., 2 * k:])) + np.take_along_axis(bias[None], experts, axis=-1)
-        order = np.argsort(-scores, axis=-1, kind="stable")           # experts by selection score, highest first
-        pick = lambda a: np.take_along_axis(a, order, axis=-1)
-        logits = self._buf["logits"][index, sl].cpu().numpy() if self.record_logits else None
-        return RecordedRouting(pick(experts), pick(packed[..., k:2 * k]), pick(scores.astype(np.float32)),
-                               [i for i, _ in self.routers], logits)
+# %% ../nbs/08_routing.ipynb #0a2d26e8
+@patch
+def result(self: RoutingRecorder, index: int = 0, tokens: slice | None = None) -> RecordedRouting:
+    "The recorded routing of sequence `index` of the batch, copied to the host (one copy per array)."
+    if self._buf is None: raise ValueError("nothing was recorded: run the model inside `with recorder:`")
+    sl, k = tokens or slice(0, self.pos), self.top_k
+    packed = self._buf["packed"][index, sl].cpu().numpy()
+    experts = packed[..., :k].astype(np.int64)
+    bias = np.stack([r.e_score_correction_bias.detach().float().cpu().numpy() for _, r in self.routers])
+    scores = 1 / (1 + np.exp(-packed[..., 2 * k:])) + np.take_along_axis(bias[None], experts, axis=-1)
+    order = np.argsort(-scores, axis=-1, kind="stable")           # experts by selection score, highest first
+    pick = lambda a: np.take_along_axis(a, order, axis=-1)
+    logits = self._buf["logits"][index, sl].cpu().numpy() if self.record_logits else None
+    return RecordedRouting(pick(experts), pick(packed[..., k:2 * k]), pick(scores.astype(np.float32)),
+                           [i for i, _ in self.routers], logits)
