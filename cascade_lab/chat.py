@@ -147,6 +147,7 @@ def render_tools(tools) -> str:
 _REASONING_ALIASES = ("reasoning_content", "thinking", "reasoning")
 
 def _check_call(call, mi: int, ci: int) -> dict:
+    "Tool call `ci` of message `mi`, checked, as `{name, arguments}` (arguments given as a JSON string decoded)."
     where = f"message {mi}, tool call {ci}"
     if not isinstance(call, Mapping): raise ValueError(f"{where}: expected a dict, got {type(call).__name__}")
     fn = call["function"] if call.get("function") is not None else call
@@ -171,6 +172,7 @@ def _check_call(call, mi: int, ci: int) -> dict:
             raise ValueError(f"{where} ({name!r}): argument {k!r} is not JSON-serialisable ({e})") from None
     return {"name": name, "arguments": dict(args)}
 
+# %% ../nbs/00_chat.ipynb #9a91075c
 def normalize_messages(messages) -> list[dict]:
     "Checked copies of `messages` as the renderer reads them (see above)."
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, (list, tuple)):
