@@ -62,7 +62,21 @@ def triton_unavailable_reason(device) -> str | None:
 
 # %% ../../nbs/05_kernels_moe.ipynb #7bd1ce7e
 def moe_align_block_size(topk_ids: torch.Tensor, block_m: int, num_experts: int):
-    "Group (token, expert) pairs by expert, padded per expert to `block_m` rows (see above)."
+    """Sort the T*k (token, expert) pairs by expert and pad each expert's run to a multiple of `block_m` rows,
+    so that every block of `block_m` rows of the grouped GEMM belongs to one expert. Torch ops on the device of
+    `topk_ids`, sized by the bound `T*k + min(E, T*k) * (block_m - 1)`: nothing waits for the GPU.
+
+    Arguments:
+        topk_ids: [T, k] integer tensor, the experts of each token; pair `p = t * k + j` is token t's j-th expert.
+        block_m: the BLOCK_M of the grouped GEMM that will read the result.
+        num_experts: E, the number of experts (ids are in 0..E-1).
+
+    Returns `(sorted_pairs, block_experts, num_padded)`, all int32 on the device of `topk_ids`:
+        sorted_pairs: [max_padded], the pair ids grouped by expert (in pair order within an expert), each
+            expert's run padded with the sentinel `T*k`; entries past `num_padded` are sentinels too.
+        block_experts: [max_padded // block_m], the expert of each block of rows (blocks past `num_padded`
+            hold E-1 and are never computed).
+        num_padded: [1], the padded total of the blocks in use, read by the kernel on the device."""
     flat = topk_ids.reshape(-1).to(torch.int64)
     P, dev = flat.numel(), flat.device
     counts = torch.zeros(num_experts, dtype=torch.int64, device=dev).scatter_add_(0, flat, torch.ones_like(flat))
@@ -83,7 +97,9 @@ EPILOGUE_NONE, EPILOGUE_RELU2, EPILOGUE_WEIGHT = 0, 1, 2
 
 @triton.jit
 def _epilogue(acc, w, EPILOGUE: tl.constexpr):
-    "On the fp32 accumulator: relu(.)**2, or the routing weight `w` (broadcastable to `acc`)."
+    """The fused epilogue, on the fp32 accumulator `acc` ([BLOCK_M, BLOCK_N] or [BLOCK_N]): EPILOGUE 0 (`EPILOGUE_NONE`)
+    leaves it, 1 (`EPILOGUE_RELU2`) applies relu(.)**2, 2 (`EPILOGUE_WEIGHT`) multiplies by the routing weight
+    `w` (fp32, broadcastable to `acc`; ignored otherwise)."""
     if EPILOGUE == 1:
         acc = tl.maximum(acc, 0.0)
         acc = acc * acc
@@ -91,12 +107,47 @@ def _epilogue(acc, w, EPILOGUE: tl.constexpr):
         acc = acc * w
     return acc
 
+# %% ../../nbs/05_kernels_moe.ipynb #aed2b66b
 @triton.jit
 def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, sorted_pairs_ptr, block_experts_ptr, num_padded_ptr, topk_w_ptr,
                      N, K, num_pairs, row_div,
                      stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
                      EPILOGUE: tl.constexpr, UPCAST: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    """One tile of the grouped GEMM over routed pairs: `C[p] = epilogue(A[p // row_div] @ B[expert(p)].T)`.
+
+    The pairs `p = t * top_k + j` (token t's j-th expert) come sorted by expert from `moe_align_block_size`:
+    `sorted_pairs` is cut into blocks of BLOCK_M rows, each block belonging to one expert (`block_experts`), each
+    expert's run padded with the sentinel `num_pairs`, whose rows are neither loaded nor stored. Program `pid`
+    computes the BLOCK_M x BLOCK_N tile (row block `pid_m`, column block `pid_n`) of C, gathering its A rows by
+    pair and accumulating in fp32 over K in steps of BLOCK_K, and stores it in C's dtype. The launch is 1-D,
+    `cdiv(max_padded, BLOCK_M) * cdiv(N, BLOCK_N)` programs, taken in groups of GROUP_M row blocks; the number of
+    row blocks in use is read from `num_padded_ptr` on the device, and programs past it store nothing.
+    Up-projection: A is the hidden states, `row_div = top_k` (the token's row), EPILOGUE 1 (relu(.)**2).
+    Down-projection: A is the intermediate, `row_div = 1` (the pair's own row), EPILOGUE 2 (routing weight).
+
+    Pointers:
+        a_ptr: A [M, K], the input rows: hidden states [T, H] (up) or the intermediate [T*k, I] (down).
+        b_ptr: B [E, N, K], the stacked expert weights: `up_proj` [E, I, H] or `down_proj` [E, H, I].
+        c_ptr: C [T*k, N], one output row per pair (the intermediate [T*k, I], or the outputs [T*k, H]).
+        sorted_pairs_ptr: int32 [max_padded], pair ids grouped by expert, padded per expert with `num_pairs`.
+        block_experts_ptr: int32 [max_padded // BLOCK_M], the expert of each block of BLOCK_M rows.
+        num_padded_ptr: int32 [1], the padded number of sorted rows in use.
+        topk_w_ptr: fp32 [T*k], the routing weight of each pair (used by EPILOGUE 2).
+    Matrix dimensions:
+        N: the columns of C (the rows of each expert's weight).
+        K: the reduction dimension (A's columns, B's last dimension).
+        num_pairs: T*k, the number of real pairs; an id of `num_pairs` or more in `sorted_pairs` is padding.
+        row_div: the row of A that pair p reads is p // row_div.
+    Strides (in elements):
+        stride_am, stride_ak: A's rows and columns.
+        stride_be, stride_bn, stride_bk: B's experts, rows (N) and columns (K).
+        stride_cm, stride_cn: C's rows and columns.
+    Meta-parameters:
+        EPILOGUE: 0 none, 1 relu(.)**2, 2 times the pair's routing weight (see `_epilogue`).
+        UPCAST: take the dot products in fp32 (bf16 operands under the interpreter, see above).
+        BLOCK_M, BLOCK_N, BLOCK_K: the tile; BLOCK_M must be the block size `sorted_pairs` was padded to.
+        GROUP_M: row blocks per group of programs (a group's programs reuse the same expert tiles from L2)."""
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(tl.load(num_padded_ptr), BLOCK_M)    # only the blocks that hold pairs
     num_pid_n = tl.cdiv(N, BLOCK_N)
@@ -140,6 +191,30 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, sorted_pairs_ptr, block_experts_ptr, n
 def _moe_gemv_kernel(a_ptr, b_ptr, c_ptr, topk_ids_ptr, topk_w_ptr, N, K, row_div,
                      stride_am, stride_ak, stride_be, stride_bn, stride_bk, stride_cm, stride_cn,
                      EPILOGUE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The decode path: `C[p, cols] = epilogue(B[expert(p)][cols] @ A[p // row_div])` for one pair and one block of
+    BLOCK_N columns, with no sorting and no `tl.dot`.
+
+    Program (pair, pid_n) reads the pair's expert from the routing itself (`topk_ids`, pair `p = t * top_k + j`),
+    loads BLOCK_N rows of that expert's weight BLOCK_K columns at a time, multiplies them with the one input row
+    and sums in fp32, then applies the epilogue and stores the BLOCK_N outputs in C's dtype. The launch is 2-D:
+    `(T*k, cdiv(N, BLOCK_N))`. Operands are always upcast to fp32, so it needs no UPCAST flag.
+
+    Pointers:
+        a_ptr: A [M, K], the input rows: hidden states [T, H] (up) or the intermediate [T*k, I] (down).
+        b_ptr: B [E, N, K], the stacked expert weights: `up_proj` [E, I, H] or `down_proj` [E, H, I].
+        c_ptr: C [T*k, N], one output row per pair.
+        topk_ids_ptr: int32 [T*k] (the [T, k] routing, contiguous): the expert of each pair.
+        topk_w_ptr: fp32 [T*k]: the routing weight of each pair (used by EPILOGUE 2).
+    Matrix dimensions:
+        N: the columns of C; K: the reduction dimension.
+        row_div: the row of A that pair p reads is p // row_div (top_k: the token's row; 1: the pair's own).
+    Strides (in elements):
+        stride_am, stride_ak: A's rows and columns.
+        stride_be, stride_bn, stride_bk: B's experts, rows (N) and columns (K).
+        stride_cm, stride_cn: C's rows and columns.
+    Meta-parameters:
+        EPILOGUE: 0 none, 1 relu(.)**2, 2 times the pair's routing weight (see `_epilogue`).
+        BLOCK_N: outputs per program; BLOCK_K: the step over K."""
     pair = tl.program_id(0)
     pid_n = tl.program_id(1)
     expert = tl.load(topk_ids_ptr + pair).to(tl.int64)
@@ -178,6 +253,7 @@ DEFAULT_CONFIGS = (
 )
 CONFIG_DIR = Path(__file__).parent / "configs" if "__file__" in globals() else Path("configs")
 
+# %% ../../nbs/05_kernels_moe.ipynb #5b7ea484
 def device_name(device) -> str:
     "The name tuned config files are keyed by: the GPU's name with spaces as underscores, or 'cpu'."
     dev = torch.device(device)
@@ -204,6 +280,7 @@ def get_moe_config(num_experts: int, intermediate: int, num_tokens: int, dev_nam
     if tuned: return tuned[min(tuned, key=lambda t: abs(t - num_tokens))]
     return next(c for limit, c in DEFAULT_CONFIGS if limit is None or num_tokens <= limit)
 
+# %% ../../nbs/05_kernels_moe.ipynb #74685bd6
 def save_tuned_configs(configs: dict, num_experts: int, intermediate: int, dev_name: str, config_dir) -> Path:
     "Write a tuned table (as `benchmarks/tune_moe.py` does)."
     path = Path(config_dir) / config_file_name(num_experts, intermediate, dev_name)
@@ -220,7 +297,20 @@ def _fit(block: int, dim: int, least: int = 16) -> int:
 def fused_moe(hidden: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tensor, topk_ids: torch.Tensor,
               topk_weights: torch.Tensor, *, config: MoEConfig | None = None) -> torch.Tensor:
     """Routed experts on Triton: `hidden` [T, H], `up_proj` [E, I, H], `down_proj` [E, H, I], `topk_ids` and
-    `topk_weights` [T, k] -> [T, H] in `hidden`'s dtype."""
+    `topk_weights` [T, k] -> [T, H] in `hidden`'s dtype.
+
+    `out[t] = sum_j topk_weights[t, j] * down_proj[e] @ relu(up_proj[e] @ hidden[t])**2` with `e = topk_ids[t, j]`:
+    the up-projection (relu(.)**2 fused) into an intermediate [T*k, I], the down-projection (routing weight
+    fused) into per-pair outputs [T*k, H], both in `hidden`'s dtype, then the k rows of each token summed in
+    fp32. A decode config launches `_moe_gemv_kernel` twice; any other sorts the pairs once with
+    `moe_align_block_size` and launches `_moe_gemm_kernel` twice.
+
+    Arguments:
+        hidden: [T, H] activations (bf16, fp16 or fp32) on a CUDA device, or on the CPU under TRITON_INTERPRET=1.
+        up_proj, down_proj: [E, I, H] and [E, H, I], the stacked expert weights, any strides.
+        topk_ids: [T, k] integer expert ids (made int32); topk_weights: [T, k] mixing weights (used in fp32).
+        config: the launch configuration; by default `get_moe_config` for E, I, T and the device.
+    Raises ValueError when the shapes do not fit together, RuntimeError (saying why) where Triton cannot run."""
     T, H = hidden.shape
     E, I, H_up = up_proj.shape
     k = topk_ids.shape[1]
@@ -242,6 +332,7 @@ def fused_moe(hidden: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tens
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def project(a, b, c, n, kdim, row_div, epilogue):
+        "Launch `c[p] = epilogue(a[p // row_div] @ b[expert(p)].T)`, `n` columns over `kdim`, for every pair p."
         strides = (a.stride(0), a.stride(1), b.stride(0), b.stride(1), b.stride(2), c.stride(0), c.stride(1))
         bn, bk = _fit(cfg.BLOCK_N, n), _fit(cfg.BLOCK_K, kdim)
         if cfg.decode:
