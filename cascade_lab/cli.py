@@ -71,8 +71,10 @@ def _quiet_transformers():
 def demo(question: str | None = None, seed: int = 7, out=None) -> int:
     "Solve a word problem with the embedded demo model and its Python tool, showing every step."
     out = out or sys.stdout
+    # each command imports what it runs when it runs: `cascade-lab --help` and `format` stay fast (no torch)
     import random
-    from cascade_lab.demo import DEMO_NAME, make_problem, solve_demo, SEEDS
+    from cascade_lab.demo import DEMO_NAME, SEEDS, make_problem
+    from cascade_lab.demo_eval import solve_demo
     from cascade_lab.model import load_model
     from cascade_lab.sandbox import PythonSandbox
     from cascade_lab.tir import grade
@@ -103,6 +105,7 @@ def demo(question: str | None = None, seed: int = 7, out=None) -> int:
     print(f"\nboxed answer: {verdict}", file=out)
     return 0
 
+# %% ../nbs/90_cli.ipynb #9a42e6d7
 def train_demo_cmd(out_dir: str, steps: int | None, quiet: bool) -> int:
     from cascade_lab.demo import TrainSettings, train_demo, write_model_card
     _quiet_transformers()
@@ -116,7 +119,8 @@ def train_demo_cmd(out_dir: str, steps: int | None, quiet: bool) -> int:
 def eval_demo_cmd(model_dir: str | None, n: int, write: bool) -> int:
     import json
     from pathlib import Path
-    from cascade_lab.demo import evaluate_demo, write_model_card, DEMO_DIR
+    from cascade_lab.demo import DEMO_DIR, write_model_card
+    from cascade_lab.demo_eval import evaluate_demo
     from cascade_lab.model import load_model
     _quiet_transformers()
     model, tok = load_model(model_dir, device="cpu")

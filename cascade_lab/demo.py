@@ -19,8 +19,8 @@ __all__ = ['SPECIAL_TOKENS', 'SPECIAL_IDS', 'DEMO_VOCAB_SIZE', 'FORMAT_TAGS', 'C
            'TIR_INSTRUCTION', 'DEMO_PATTERN', 'DEMO_DIR', 'DEMO_NAME', 'build_tokenizer', 'wrap_tokenizer', 'Problem',
            'make_problem', 'make_problems', 'tool_code', 'boxed_answer', 'tir_conversation', 'thinking_turns',
            'instruct_turns', 'Conversation', 'make_conversations', 'Example', 'training_examples', 'demo_config',
-           'TrainSettings', 'encode_examples', 'train_demo', 'save_demo', 'greedy', 'solve_demo', 'evaluate_demo',
-           'model_card', 'write_model_card']
+           'TrainSettings', 'encode_examples', 'RouterLoads', 'train_demo', 'save_demo', 'model_card',
+           'write_model_card']
 
 # %% ../nbs/06_demo.ipynb #389245e3
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"] + [f"<SPECIAL_{i}>" for i in range(4, 10)] + [
@@ -56,7 +56,7 @@ def wrap_tokenizer(tok):
                                    additional_special_tokens=["<|im_start|>", "<|im_end|>"])
 
 # %% ../nbs/06_demo.ipynb #c8cd05ae
-CHAT_TEMPLATE = r"""{%- macro value(v) -%}
+_TEMPLATE_START = r"""{%- macro value(v) -%}
 {%- if v is mapping or (v is sequence and v is not string) -%}{{ v | tojson }}{%- else -%}{{ v | string }}{%- endif -%}
 {%- endmacro -%}
 {%- macro extra(d, handled) -%}
@@ -69,8 +69,10 @@ CHAT_TEMPLATE = r"""{%- macro value(v) -%}
 {%- else -%}{%- set system = '' -%}{%- set loop_messages = messages -%}{%- endif -%}
 {%- set ns = namespace(last_user=-1) -%}
 {%- for m in loop_messages -%}{%- if m['role'] == 'user' -%}{%- set ns.last_user = loop.index0 -%}{%- endif -%}{%- endfor -%}
-{{- '<|im_start|>system\n' ~ system -}}
-{%- if tools -%}
+{{- '<|im_start|>system\n' ~ system -}}"""
+
+# %% ../nbs/06_demo.ipynb #f6a7fd80
+_TEMPLATE_TOOLS = r"""{%- if tools -%}
 {%- if system -%}{{- '\n\n' -}}{%- endif -%}
 {{- '# Tools\n\nYou have access to the following functions:\n\n<tools>' -}}
 {%- for tool in tools -%}
@@ -101,8 +103,10 @@ CHAT_TEMPLATE = r"""{%- macro value(v) -%}
 {%- endfor -%}
 {{- '\n</tools>\n\nIf you choose to call a function ONLY reply in the following format with NO suffix:\n\n<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n</parameter>\n<parameter=example_parameter_2>\nThis is the value for the second parameter\nthat can span\nmultiple lines\n</parameter>\n</function>\n</tool_call>\n\n<IMPORTANT>\nReminder:\n- Function calls MUST follow the specified format: an inner <function=...></function> block must be nested within <tool_call></tool_call> XML tags\n- Required parameters MUST be specified\n- You may provide optional reasoning for your function call in natural language BEFORE the function call, but NOT after\n- If there is no function call available, answer the question like normal with your current knowledge and do not tell the user about function calls\n</IMPORTANT>' -}}
 {%- endif -%}
-{{- '<|im_end|>\n' -}}
-{%- for m in loop_messages -%}
+{{- '<|im_end|>\n' -}}"""
+
+# %% ../nbs/06_demo.ipynb #7c88ff0c
+_TEMPLATE_MESSAGES = r"""{%- for m in loop_messages -%}
 {%- if m['role'] == 'assistant' -%}
 {%- set c = m['content'] | default('', true) -%}
 {%- set r = m['reasoning_content'] if m['reasoning_content'] is defined else (m['thinking'] if m['thinking'] is defined else (m['reasoning'] if m['reasoning'] is defined else none)) -%}
@@ -142,6 +146,8 @@ CHAT_TEMPLATE = r"""{%- macro value(v) -%}
 {{- '<|im_start|>assistant\n<think>\n' if enable_thinking else '<|im_start|>assistant\n<think></think>' -}}
 {%- endif -%}"""
 
+CHAT_TEMPLATE = "\n".join([_TEMPLATE_START, _TEMPLATE_TOOLS, _TEMPLATE_MESSAGES])
+
 # %% ../nbs/06_demo.ipynb #55599da9
 SEEDS = {"train": 1000, "valid": 2000, "eval": 3000}
 
@@ -160,6 +166,7 @@ class Problem:
 
 def _pick(rng, options): return options[rng.randrange(len(options))]
 
+# %% ../nbs/06_demo.ipynb #5246d394
 def _templates():
     "Each template: (values sampler, question wordings, formula). Wordings use {n} {i} {x} {y} {z}..."
     return [
@@ -206,6 +213,7 @@ def _templates():
          "weekly * weeks - game - book"),
     ]
 
+# %% ../nbs/06_demo.ipynb #9ed447ab
 def make_problem(rng: random.Random) -> Problem:
     sample, wordings, formula = _pick(rng, _templates())
     v = sample(rng)
@@ -244,6 +252,7 @@ def tool_code(p: Problem) -> str:
 
 def boxed_answer(n) -> str: return f"The answer is \\boxed{{{n}}}."
 
+# %% ../nbs/06_demo.ipynb #fcf10992
 def tir_conversation(p: Problem, rng: random.Random) -> list[dict]:
     think = _pick(rng, ["I need to combine the numbers in the problem. Let me compute it with Python.",
                         "This takes a few arithmetic steps. I will write the quantities down in code.",
@@ -350,7 +359,8 @@ def encode_examples(tok, examples: list[Example]):
         out.append((enc.input_ids, labels))
     return out
 
-class _RouterLoads:
+# %% ../nbs/06_demo.ipynb #3d5931a6
+class RouterLoads:
     "Counts, per MoE layer, how many tokens each expert received in the forward passes since the last reset."
     def __init__(self, model):
         import torch
@@ -376,6 +386,7 @@ def _bincount(idx, n):
     import torch
     return torch.bincount(idx.cpu(), minlength=n)[:n].float()
 
+# %% ../nbs/06_demo.ipynb #b7dd9cf8
 def _batches(data, batch_size: int, rng: random.Random):
     "Length-bucketed batches in random order: sequences of similar length share a batch (less padding)."
     order = sorted(range(len(data)), key=lambda i: (len(data[i][0]), rng.random()))
@@ -383,6 +394,7 @@ def _batches(data, batch_size: int, rng: random.Random):
     rng.shuffle(batches)
     return batches
 
+# %% ../nbs/06_demo.ipynb #52267528
 def train_demo(out_dir, settings: TrainSettings = TrainSettings(), progress: bool = True) -> dict:
     """Train the demo model from scratch and save config, safetensors weights and tokenizer to `out_dir`.
     Returns the training log (loss per step, time)."""
@@ -406,7 +418,7 @@ def train_demo(out_dir, settings: TrainSettings = TrainSettings(), progress: boo
                             lr=s.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / s.warmup) *
                                               (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(i, s.steps) / s.steps))))
-    loads = _RouterLoads(model)
+    loads = RouterLoads(model)
     log, batches, t0 = {"loss": [], "tokens": 0}, [], time.time()
     bar = tqdm(range(s.steps), desc="training the demo model", disable=not progress)
     for step in bar:
@@ -429,6 +441,7 @@ def train_demo(out_dir, settings: TrainSettings = TrainSettings(), progress: boo
                                     "seconds": log["seconds"], "tokens": log["tokens"]})
     return log
 
+# %% ../nbs/06_demo.ipynb #4cce29f4
 def save_demo(model, tok, out_dir, meta: dict):
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     model.generation_config.eos_token_id = [SPECIAL_IDS["</s>"], SPECIAL_IDS["<|im_end|>"]]
@@ -436,72 +449,6 @@ def save_demo(model, tok, out_dir, meta: dict):
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     (out / "training.json").write_text(json.dumps(meta, indent=1) + "\n")
-
-# %% ../nbs/06_demo.ipynb #f8d597f3
-def greedy(model, tok, prompt: str, max_new_tokens: int = 160) -> str:
-    "Greedy continuation of `prompt` up to `<|im_end|>` or `</s>` (the stop token is not returned)."
-    from cascade_lab.generate import generate_ids
-    return generate_ids(model, tok, [prompt], greedy=True, max_new_tokens=max_new_tokens, record_routing=False)[0].text
-
-def solve_demo(model, tok, question: str, sandbox=None, max_steps: int = 3, max_new_tokens: int = 160, **kwargs):
-    "`tir.solve` with the demo model's settings (greedy, short steps, no routing recording); returns the `Trace`."
-    from cascade_lab.tir import solve
-    return solve(question, model=model, tokenizer=tok, greedy=True, max_steps=max_steps, max_new_tokens=max_new_tokens,
-                 record_routing=False, sandbox=sandbox, **kwargs)
-
-# %% ../nbs/06_demo.ipynb #0b3a7fac
-def _routing_stats(counts) -> list[dict]:
-    import math
-    out = []
-    for c in counts:
-        total = float(c.sum())
-        p = (c / total).tolist() if total else []
-        ent = -sum(x * math.log(x) for x in p if x > 0)
-        out.append({"min_share_of_uniform": round(min(p) * len(p), 3) if p else 0.0,
-                    "entropy": round(ent, 3), "max_entropy": round(math.log(len(p)), 3) if p else 0.0})
-    return out
-
-def evaluate_demo(model, tok, n: int = 100, seed: int = SEEDS["eval"], progress: bool = True) -> dict:
-    "The quality gates on `n` held-out problems (see above); returns the measured figures and the gate verdicts."
-    from tqdm.auto import tqdm
-    from cascade_lab.parse import parse_output
-    from cascade_lab.sandbox import PythonSandbox
-    from cascade_lab.tir import last_boxed
-    rng = random.Random(seed)
-    problems = [make_problem(rng) for _ in range(n)]
-    loads = _RouterLoads(model)
-    tir_call_ok = tir_correct = 0
-    with PythonSandbox(timeout=30) as sb:
-        for p in tqdm(problems, desc="TIR", disable=not progress):
-            sb.reset()
-            tr = solve_demo(model, tok, p.question, sandbox=sb, reference=p.answer)
-            first = tr.steps[0]
-            tir_call_ok += bool(first.tool_calls) and not first.errors
-            tir_correct += tr.meta["grade"]["correct"]
-    modes = {}
-    for mode, thinking in (("thinking", True), ("instruct", False)):
-        formed = correct = 0
-        for p in tqdm(problems, desc=mode, disable=not progress):
-            msgs = [{"role": "user", "content": (TIR_INSTRUCTION if thinking else "") + p.question}]
-            turn = parse_output(greedy(model, tok, render_chat(msgs, add_generation_prompt=True, enable_thinking=thinking)),
-                                thinking=thinking)
-            ans = last_boxed(turn.content)
-            formed += turn.thinking_finished and ans is not None
-            correct += ans == str(p.answer)
-        modes[mode] = {"well_formed": formed / n, "accuracy": correct / n}
-    routing = _routing_stats(loads.counts)       # over every token of the three evaluations
-    loads.remove()
-    res = {"n": n, "seed": seed,
-           "tir": {"first_turn_tool_call_ok": tir_call_ok / n, "end_to_end_accuracy": tir_correct / n},
-           **modes, "routing": routing}
-    res["gates"] = {
-        "tir_tool_call >= 0.95": res["tir"]["first_turn_tool_call_ok"] >= 0.95,
-        "tir_end_to_end >= 0.80": res["tir"]["end_to_end_accuracy"] >= 0.80,
-        "thinking_well_formed >= 0.95": modes["thinking"]["well_formed"] >= 0.95,
-        "instruct_well_formed >= 0.95": modes["instruct"]["well_formed"] >= 0.95,
-        "every expert >= 1/4 uniform share": all(r["min_share_of_uniform"] >= 0.25 for r in routing),
-    }
-    return res
 
 # %% ../nbs/06_demo.ipynb #1bcfe786
 DEMO_DIR = Path(__file__).parent / "demo_model" if "__file__" in globals() else Path("../cascade_lab/demo_model")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cascade_lab.demo import DEMO_DIR
+
 EXE = shutil.which("cascade-lab", path=str(Path(sys.executable).parent))
 
 
@@ -64,6 +66,17 @@ def test_demo_with_a_question_of_ones_own():
 def test_bad_usage_exits_2_with_a_message(args, needle):
     r = run(*args)
     assert r.returncode == 2 and needle in r.stderr and r.stdout == ""
+
+
+def test_eval_demo_measures_the_shipped_model():
+    # the measurement (cascade_lab.demo_eval) on one held-out problem; without --write nothing is written
+    import json
+    before = {f.name: f.stat().st_mtime_ns for f in DEMO_DIR.iterdir()}
+    r = run("eval-demo", "-n", "1", timeout=300)
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
+    res = json.loads(r.stdout)
+    assert res["n"] == 1 and len(res["gates"]) == 5 and r.returncode == (0 if all(res["gates"].values()) else 1)
+    assert {f.name: f.stat().st_mtime_ns for f in DEMO_DIR.iterdir()} == before
 
 
 def test_a_missing_model_directory_is_one_clear_line(tmp_path):

@@ -1,5 +1,6 @@
 """The demo model's pieces: problems and their answers, the training data, the tokenizer and its chat template
-(which must agree with `render_chat`), a short training run, and the shipped model's files."""
+(which must agree with `render_chat`), a short training run, and the shipped model's files (`cascade_lab.demo`);
+then the model at work and measured (`cascade_lab.demo_eval`): the routing figures and the evaluation's report."""
 import json
 import random
 import subprocess
@@ -8,9 +9,10 @@ import sys
 import pytest
 
 from cascade_lab.chat import PYTHON_TOOL, render_chat
-from cascade_lab.demo import (DEMO_DIR, SEEDS, SPECIAL_IDS, TIR_INSTRUCTION, Conversation, TrainSettings, build_tokenizer,
-                              encode_examples, make_conversations, make_problem, make_problems, tool_code,
-                              training_examples, train_demo)
+from cascade_lab.demo import (CHAT_TEMPLATE, DEMO_DIR, SEEDS, SPECIAL_IDS, TIR_INSTRUCTION, Conversation, TrainSettings,
+                              build_tokenizer, encode_examples, make_conversations, make_problem, make_problems,
+                              model_card, tool_code, training_examples, train_demo)
+from cascade_lab.demo_eval import _routing_stats, evaluate_demo
 from cascade_lab.sandbox import PythonSandbox
 
 
@@ -115,3 +117,34 @@ def test_shipped_demo_model_files():
     assert size <= 15 * 2 ** 20, f"the shipped demo model is {size / 2**20:.1f} MB (limit 15 MB)"
     card = (DEMO_DIR / "README.md").read_text()
     assert "NOT Nemotron-Cascade-2" in card and "Measured quality" in card
+
+
+def test_shipped_files_are_what_the_code_makes():
+    # the card is model_card() of the shipped config, training log and evaluation; the tokenizer's template is ours
+    shipped = {f: json.loads((DEMO_DIR / f"{f}.json").read_text()) for f in ("config", "training", "evaluation")}
+    assert model_card(shipped["config"], shipped["training"], shipped["evaluation"]) == (DEMO_DIR / "README.md").read_text()
+    assert (DEMO_DIR / "chat_template.jinja").read_text() == CHAT_TEMPLATE
+
+
+def test_routing_stats():
+    import torch
+    even, skewed, unused, none = _routing_stats([torch.ones(16), torch.tensor([1., 1, 1, 5]), torch.tensor([0., 2, 2, 0]),
+                                                 torch.zeros(4)])
+    assert even == {"min_share_of_uniform": 1.0, "entropy": 2.773, "max_entropy": 2.773}
+    assert skewed["min_share_of_uniform"] == 0.5 and 0 < skewed["entropy"] < skewed["max_entropy"] == 1.386
+    assert unused == {"min_share_of_uniform": 0.0, "entropy": 0.693, "max_entropy": 1.386}
+    assert none == {"min_share_of_uniform": 0.0, "entropy": 0.0, "max_entropy": 0.0}
+
+
+def test_evaluate_demo_reports_figures_and_gates():
+    from cascade_lab.model import load_model
+    model, tok = load_model(device="cpu")
+    res = evaluate_demo(model, tok, n=1, progress=False)
+    assert (res["n"], res["seed"]) == (1, SEEDS["eval"])
+    assert set(res["tir"]) == {"first_turn_tool_call_ok", "end_to_end_accuracy"}
+    for mode in ("thinking", "instruct"): assert set(res[mode]) == {"well_formed", "accuracy"}
+    assert len(res["routing"]) == 3 and all(0 < r["entropy"] <= r["max_entropy"] for r in res["routing"])
+    assert len(res["gates"]) == 5 and all(isinstance(v, bool) for v in res["gates"].values())
+    assert res["tir"]["first_turn_tool_call_ok"] == 1.0     # the shipped model calls the tool on a held-out problem
+    assert not any(h for m in model.modules() for h in getattr(m, "_forward_hooks", {}).values()
+                   if type(m).__name__ == "NemotronHTopkRouter"), "the expert counting hooks must be removed"
