@@ -133,8 +133,9 @@ def test_from_pretrained_with_cascade_triton(tmp_path):
     torch.manual_seed(0)
     NemotronHForCausalLM(tiny_config()).save_pretrained(tmp_path)
     model = NemotronHForCausalLM.from_pretrained(tmp_path, experts_implementation="cascade_triton", dtype=torch.float32)
+    model = model.to(DEVICE)               # natively, Triton runs on the GPU's tensors
     assert model.config._experts_implementation == "cascade_triton"
-    ids = torch.tensor([[1, 5, 7, 9]])
+    ids = torch.tensor([[1, 5, 7, 9]], device=DEVICE)
     with torch.no_grad():
         got = model(ids).logits
         model.set_experts_implementation("eager")

@@ -145,7 +145,7 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, sorted_pairs_ptr, block_experts_ptr, n
         stride_cm, stride_cn: C's rows and columns.
     Meta-parameters:
         EPILOGUE: 0 none, 1 relu(.)**2, 2 times the pair's routing weight (see `_epilogue`).
-        UPCAST: take the dot products in fp32 (bf16 operands under the interpreter, see above).
+        UPCAST: take the dot products in full fp32 (fp32 operands: not TF32; bf16 operands under the interpreter).
         BLOCK_M, BLOCK_N, BLOCK_K: the tile; BLOCK_M must be the block size `sorted_pairs` was padded to.
         GROUP_M: row blocks per group of programs (a group's programs reuse the same expert tiles from L2)."""
     pid = tl.program_id(0)
@@ -175,7 +175,7 @@ def _moe_gemm_kernel(a_ptr, b_ptr, c_ptr, sorted_pairs_ptr, block_experts_ptr, n
         a = tl.load(a_ptrs, mask=valid[:, None] & (offs_k[None, :] < k_left), other=0.0)
         b = tl.load(b_ptrs, mask=(offs_k[:, None] < k_left) & (offs_n[None, :] < N), other=0.0)
         if UPCAST:
-            acc += tl.dot(a.to(tl.float32), b.to(tl.float32))
+            acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")   # not TF32
         else:
             acc += tl.dot(a, b)
         a_ptrs += BLOCK_K * stride_ak
@@ -328,7 +328,8 @@ def fused_moe(hidden: torch.Tensor, up_proj: torch.Tensor, down_proj: torch.Tens
     w = topk_weights.to(torch.float32).contiguous()
     inter = torch.empty(P, I, dtype=hidden.dtype, device=hidden.device)
     out = torch.empty(P, H, dtype=hidden.dtype, device=hidden.device)
-    upcast = _interpreting() and hidden.dtype == torch.bfloat16
+    # fp32 in full precision (a GPU's default fp32 tl.dot is TF32); bf16 in fp32 under the interpreter
+    upcast = hidden.dtype == torch.float32 or (_interpreting() and hidden.dtype == torch.bfloat16)
     launch = dict(num_warps=cfg.num_warps, num_stages=cfg.num_stages)
 
     def project(a, b, c, n, kdim, row_div, epilogue):
