@@ -1,5 +1,6 @@
 """The Triton MoE kernels against the PyTorch reference on many odd shapes (under the interpreter on a CPU),
 and whole tiny NemotronH models: `cascade_triton` logits equal `eager` logits."""
+from pathlib import Path
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -149,3 +150,18 @@ def test_gated_experts_are_refused():
         has_gate = True
     with pytest.raises(NotImplementedError, match="non-gated"):
         cascade_triton_experts_forward(Gated(), torch.zeros(1, 4), torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1))
+
+
+def test_shipped_h200_table_is_what_cascade_triton_uses_there():
+    "The launch configs tuned on an H200 (benchmarks/gpu_check.sh) ship as package data and are found by device name."
+    import json
+    from cascade_lab.kernels.moe import CONFIG_DIR, DEFAULT_CONFIGS, MoEConfig, config_file_name, get_moe_config
+    name = "NVIDIA_H200"                    # torch.cuda.get_device_name() of an H200, spaces as underscores
+    path = Path(CONFIG_DIR) / config_file_name(128, 1856, name)
+    table = {int(t): MoEConfig(**c) for t, c in json.loads(path.read_text()).items()}
+    assert sorted(table) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    for T in (1, 3, 48, 700, 4096, 10_000):
+        nearest = min(table, key=lambda t: abs(t - T))
+        assert get_moe_config(128, 1856, T, name) == table[nearest]
+    assert get_moe_config(128, 1856, 1, name) != DEFAULT_CONFIGS[0][1]      # the tuned entry, not the default
+    assert get_moe_config(128, 1856, 1, "NVIDIA_A100-SXM4-80GB") == DEFAULT_CONFIGS[0][1]   # another GPU: defaults
