@@ -136,6 +136,12 @@ print(f"GPU: {torch.cuda.get_device_name(0)}, {torch.cuda.get_device_properties(
       f"capability {torch.cuda.get_device_capability(0)}")
 for m in ("hypothesis", "pytest", "pytest_timeout", "nbdev", "execnb", "vllm", "mamba_ssm", "causal_conv1d"):
     print(f"  {m:15s} {'present' if importlib.util.find_spec(m) else 'absent'}")
+# the package's pure-Python runtime dependencies: a machine without network may lack them (the 2026-11-30 H200
+# lacked fastcore, so the routing recorder could not be measured): carry their wheels in .whl/
+missing = [m for m in ("fastcore", "safetensors", "jinja2", "numpy", "tqdm") if importlib.util.find_spec(m) is None]
+if missing:
+    print(f"WARNING: missing runtime dependencies {', '.join(missing)}: put their wheels in .whl/ "
+          f"(`pip download {' '.join(missing)} --no-deps -d .whl` where there is network); parts that import them fail")
 import cascade_lab  # registers cascade_triton
 from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 print("cascade_triton registered with transformers:", "cascade_triton" in ALL_EXPERTS_FUNCTIONS)
