@@ -1,0 +1,639 @@
+// The RoutingExplorer's view (cascade_lab.explorer, nbs/16_explorer.ipynb): a token x MoE-layer grid of the
+// experts a run was routed to, drawn on one <canvas> from typed arrays. Every interaction (zoom, pan, hover,
+// brush, filters, the load heatmap) is computed here, in the browser, with no round trip to the kernel; the
+// view state is mirrored into the model's traits so Python can read and drive it.
+//
+// Plain ES module, no build step and no imports: anywidget loads this file as it is.
+//
+// Packed data (see `pack` in explorer.py): routing planes are layer-major, [layer][slot][token], so one
+// (layer, slot) row is a contiguous run over tokens: what the grid reads and what compresses well. They come
+// zlib-deflated (DecompressionStream inflates them natively) and quantised to uint8 with a (lo, scale) each.
+
+const NO_SEGMENT = 255;
+const UNRECORDED = [226, 226, 226];            // rows with no router decision (the last sampled token)
+const MIN_SPAN = 4;                            // zoom stops at 4 tokens across the grid
+const GRID_LEFT = 44;                          // room for the layer labels
+const TEXT_LINE = 18;                          // text strip: line height (css px)
+const TEXT_LINES = 3;
+
+// ---------------------------------------------------------------- decoding the traits
+
+function u8(dv) {
+  // ipywidgets hands binary traits over as DataView (possibly a window into a larger buffer)
+  if (!dv || !dv.byteLength) return new Uint8Array(0);
+  return new Uint8Array(dv.buffer, dv.byteOffset, dv.byteLength);
+}
+
+function typed(bytes, Ctor) {
+  // a copy, so the typed array is aligned whatever offset the bytes had in the message
+  const copy = new Uint8Array(bytes.byteLength);
+  copy.set(bytes);
+  return new Ctor(copy.buffer, 0, bytes.byteLength / Ctor.BYTES_PER_ELEMENT);
+}
+
+async function inflate(bytes) {
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
+
+function halfToFloat(h) {
+  // float16 -> number (logprobs and entropies travel as float16; NaN means "none")
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 0x1f, f = h & 0x3ff;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}
+
+function halves(bytes) {
+  const h = typed(bytes, Uint16Array), out = new Float32Array(h.length);
+  for (let i = 0; i < h.length; i++) out[i] = halfToFloat(h[i]);
+  return out;
+}
+
+function undelta(q, L, K, T) {
+  // scores are sent slot-delta coded (best first, so deltas are small and compress): q[s] = q[s-1] - d[s] mod 256
+  for (let l = 0; l < L; l++)
+    for (let s = 1; s < K; s++) {
+      const cur = (l * K + s) * T, prev = cur - T;
+      for (let t = 0; t < T; t++) q[cur + t] = (q[prev + t] - q[cur + t]) & 255;
+    }
+  return q;
+}
+
+async function plane(model, name, info) {
+  let bytes = u8(model.get(name));
+  if (!bytes.length) return null;
+  if (info.encoding[name] === "deflate") bytes = await inflate(bytes);
+  return bytes;
+}
+
+async function decode(model) {
+  const info = model.get("info");
+  const T = info.n_tokens, L = info.moe_layers.length, K = info.slots;
+  const ex = await plane(model, "experts", info);
+  const d = { info, T, L, K, E: info.num_experts,
+    experts: info.experts_dtype === "uint16" ? typed(ex, Uint16Array) : ex,
+    weights: await plane(model, "weights", info),
+    scores: await plane(model, "scores", info),
+    kinds: u8(model.get("kinds")),
+    recordedBits: u8(model.get("recorded")),
+    logprobs: halves(u8(model.get("logprobs"))),
+    entropies: halves(u8(model.get("entropies"))),
+    text: u8(model.get("text")),
+    offsets: typed(u8(model.get("offsets")), Uint32Array) };
+  if (d.scores) undelta(d.scores, L, K, T);
+  d.recorded = new Uint8Array(T);
+  for (let t = 0; t < T; t++) d.recorded[t] = (d.recordedBits[t >> 3] >> (t & 7)) & 1;
+  d.decoder = new TextDecoder();
+  return d;
+}
+
+const tokenText = (d, t) => d.decoder.decode(d.text.subarray(d.offsets[t], d.offsets[t + 1]));
+const dequant = (q, p) => p.lo + q * p.scale;
+const at = (d, arr, l, s, t) => arr[(l * d.K + s) * d.T + t];     // one entry of a [L][K][T] plane
+
+// ---------------------------------------------------------------- colours
+
+function hsl(h, s, l) {
+  s /= 100; l /= 100;
+  const k = (n) => (n + h / 30) % 12, a = s * Math.min(l, 1 - l);
+  const f = (n) => l - a * Math.max(-1, Math.min(k(n) - 3, 9 - k(n), 1));
+  return [Math.round(255 * f(0)), Math.round(255 * f(8)), Math.round(255 * f(4))];
+}
+
+function palette(E) {
+  // a fixed categorical palette: golden-angle hues, three lightness/saturation levels, so neighbouring expert
+  // ids look different and an expert has the same colour in every run and every layer
+  const rgb = [];
+  for (let i = 0; i < E; i++) rgb.push(hsl((i * 137.508) % 360, [72, 58, 82][i % 3], [50, 36, 64][(i >> 1) % 3]));
+  return rgb;
+}
+
+const css = ([r, g, b], a = 1) => `rgba(${r},${g},${b},${a})`;
+const fade = (c, f) => c.map((v) => Math.round(v * f + 255 * (1 - f)));   // toward white: dimmed tokens
+
+function heat(x) {
+  // white -> blue -> dark blue: the load heatmap's scale (x in [0, 1])
+  const stops = [[255, 255, 255], [107, 174, 214], [8, 48, 107]];
+  const y = Math.max(0, Math.min(1, x)) * 2, i = Math.min(1, Math.floor(y)), f = y - i;
+  return stops[i].map((v, j) => Math.round(v + (stops[i + 1][j] - v) * f));
+}
+
+// ---------------------------------------------------------------- the DOM skeleton (a fixed number of nodes)
+
+function elem(tag, cls, parent, text) {
+  const n = document.createElement(tag);
+  if (cls) n.className = cls;
+  if (text !== undefined) n.textContent = text;
+  if (parent) parent.appendChild(n);
+  return n;
+}
+
+function select(parent, label, options, value) {
+  const wrap = elem("label", "cl-rx-field", parent, label + " ");
+  const s = elem("select", "", wrap);
+  for (const [v, text] of options) { const o = elem("option", "", s, text); o.value = String(v); }
+  s.value = String(value);
+  return s;
+}
+
+function layerPattern(info) {
+  // which model layers are MoE layers ("E" in info.layer_pattern): a strip of ticks, MoE layers marked
+  return Array.from(info.layer_pattern, (c) => (c === "E" ? "▮" : "·")).join("");
+}
+
+function skeleton(el, d) {
+  const i = d.info, ui = {};
+  el.classList.add("cl-rx");
+  const bar = elem("div", "cl-rx-bar", el);
+  elem("span", "cl-rx-title", bar, `${i.model.name} [${i.model.kind}] · ${d.T.toLocaleString()} tokens · ` +
+       `${d.L} MoE layers · top-${i.top_k} of ${d.E} experts` + (i.n_shared_experts ? ` + ${i.n_shared_experts} shared` : ""));
+  ui.layer = select(bar, "layer", i.moe_layers.map((m, l) => [l, `${m} (MoE ${l + 1}/${d.L})`]), 0);
+  ui.slot = select(bar, "slot", Array.from({ length: d.K }, (_, s) => [s, s === 0 ? "top-1" : `#${s + 1}`]), 0);
+  ui.slot.disabled = d.K === 1;
+  ui.segment = select(bar, "segment", [["", "all"], ...i.kinds_present.map((k) => [k, k])], "");
+  ui.reset = elem("button", "cl-rx-btn", bar, "zoom out");
+  ui.clear = elem("button", "cl-rx-btn", bar, "clear brush");
+  elem("div", "cl-rx-pattern", el, "model layers " + layerPattern(i)).title = "▮ MoE layer, · Mamba-2 / attention";
+  ui.grid = elem("canvas", "cl-rx-grid", el);
+  ui.text = elem("canvas", "cl-rx-text", el);
+  ui.caption = elem("div", "cl-rx-caption", el);
+  const lower = elem("div", "cl-rx-lower", el);
+  ui.hover = elem("div", "cl-rx-hover", lower);
+  const side = elem("div", "cl-rx-side", lower);
+  ui.loadTitle = elem("div", "cl-rx-load-title", side);
+  ui.load = elem("canvas", "cl-rx-load", side);
+  ui.balance = elem("div", "cl-rx-balance", side);
+  hoverTable(ui, d);
+  return ui;
+}
+
+function hoverTable(ui, d) {
+  // built once: one row per MoE layer, one cell per sent slot; a hover only rewrites their text
+  ui.hoverHead = elem("div", "cl-rx-hover-head", ui.hover, "hover a token");
+  const table = elem("table", "cl-rx-hover-table", ui.hover);
+  ui.hoverCells = [];
+  for (let l = 0; l < d.L; l++) {
+    const tr = elem("tr", "", table);
+    elem("th", "", tr, `L${d.info.moe_layers[l]}`);
+    ui.hoverCells.push(Array.from({ length: d.K }, () => {
+      const td = elem("td", "", tr), sw = elem("span", "cl-rx-swatch", td), txt = elem("span", "", td);
+      return { sw, txt };
+    }));
+  }
+  ui.shared = elem("div", "cl-rx-shared", ui.hover,
+    d.info.n_shared_experts ? `+ ${d.info.n_shared_experts} shared expert(s), always on, in every MoE layer` : "no shared expert");
+}
+
+// ---------------------------------------------------------------- view state
+
+function initialState(model, d) {
+  const w = model.get("window") || [];
+  return { start: w.length === 2 ? w[0] : 0, end: w.length === 2 ? w[1] : Math.max(d.T, 1),
+           layer: model.get("layer"), slot: Math.min(model.get("slot"), d.K - 1),
+           segment: model.get("segment") || "", brush: validBrush(model.get("brush")),
+           hover: model.get("hover"), hoverRow: -1, drag: null };
+}
+
+function validBrush(b) { return Array.isArray(b) && b.length === 2 && b[1] > b[0] ? [b[0], b[1]] : null; }
+
+function clampWindow(st, d) {
+  const span = Math.min(Math.max(st.end - st.start, Math.min(MIN_SPAN, d.T || 1)), Math.max(d.T, 1));
+  st.start = Math.max(0, Math.min(st.start, d.T - span));
+  st.end = st.start + span;
+}
+
+function push(model, changes) {
+  // view state -> Python (fire and forget: nothing in the browser waits for the kernel)
+  for (const [k, v] of Object.entries(changes)) model.set(k, v);
+  model.save_changes();
+}
+
+function filterMask(d, segment) {
+  // 1 for tokens of the filtered segment kind (all tokens when no filter)
+  const m = new Uint8Array(d.T);
+  const want = d.info.segment_kinds.indexOf(segment);
+  for (let t = 0; t < d.T; t++) m[t] = !segment || d.kinds[t] === want ? 1 : 0;
+  return m;
+}
+
+// ---------------------------------------------------------------- the grid
+
+function columns(st, cols) {
+  // token range [a[x], b[x]) each pixel column covers; at least one token, so zoomed in a token spans columns
+  const a = new Int32Array(cols), b = new Int32Array(cols), tpp = (st.end - st.start) / cols;
+  for (let x = 0; x < cols; x++) {
+    a[x] = Math.floor(st.start + x * tpp);
+    b[x] = Math.max(a[x] + 1, Math.floor(st.start + (x + 1) * tpp));
+  }
+  return { a, b, tpp };
+}
+
+function columnShade(d, mask, c) {
+  // per column: the fraction of its tokens in the segment filter (layer-independent, computed once per redraw)
+  const f = new Float32Array(c.a.length);
+  for (let x = 0; x < f.length; x++) {
+    let n = 0;
+    for (let t = c.a[x]; t < c.b[x]; t++) n += mask[t];
+    f[x] = 0.18 + 0.82 * (n / (c.b[x] - c.a[x]));
+  }
+  return f;
+}
+
+function modeExpert(row, rec, a, b, counts) {
+  // the most common expert of recorded tokens a..b-1 (-1: none recorded); counts is all zeros on entry and exit
+  let best = 0, which = -1;
+  for (let t = a; t < b; t++) {
+    if (!rec[t]) continue;
+    const c = ++counts[row[t]];
+    if (c > best) { best = c; which = row[t]; }
+  }
+  for (let t = a; t < b; t++) counts[row[t]] = 0;
+  return which;
+}
+
+function gridPixels(d, st, c, shade, pal) {
+  // one pixel per (column, layer): the expert of the chosen slot, dimmed outside the segment filter
+  const cols = c.a.length, img = new ImageData(cols, d.L), px = new Uint32Array(img.data.buffer);
+  const counts = new Uint32Array(d.E);
+  for (let l = 0; l < d.L; l++) {
+    const row = d.experts.subarray((l * d.K + st.slot) * d.T, (l * d.K + st.slot + 1) * d.T);
+    for (let x = 0; x < cols; x++) {
+      const e = c.b[x] - c.a[x] === 1 ? (d.recorded[c.a[x]] ? row[c.a[x]] : -1) : modeExpert(row, d.recorded, c.a[x], c.b[x], counts);
+      const [r, g, b] = fade(e < 0 ? UNRECORDED : pal[e], shade[x]);
+      px[l * cols + x] = (255 << 24) | (b << 16) | (g << 8) | r;      // ImageData is RGBA bytes, little endian
+    }
+  }
+  return img;
+}
+
+function drawGrid(ctx, d, st, ui, geo, pal, mask) {
+  const cols = Math.max(1, Math.round(geo.plotW * geo.dpr));
+  const c = columns(st, cols), shade = columnShade(d, mask, c);
+  const off = new OffscreenCanvas(cols, d.L);
+  off.getContext("2d").putImageData(gridPixels(d, st, c, shade, pal), 0, 0);
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, ui.grid.width, ui.grid.height);
+  ctx.imageSmoothingEnabled = false;                       // crisp cells: each pixel is one decision
+  ctx.drawImage(off, 0, 0, cols, d.L, GRID_LEFT * geo.dpr, geo.top * geo.dpr, cols, d.L * geo.rowH * geo.dpr);
+  ctx.setTransform(geo.dpr, 0, 0, geo.dpr, 0, 0);
+  drawBand(ctx, d, c, geo);
+  return c;
+}
+
+function drawBand(ctx, d, c, geo) {
+  // a thin strip above the grid: the segment kind of each column's first token
+  const dx = 1 / geo.dpr;
+  for (let x = 0; x < c.a.length; x++) {
+    const k = d.kinds[c.a[x]];
+    ctx.fillStyle = k === NO_SEGMENT ? "#fff" : d.info.segment_colors[d.info.segment_kinds[k]] || "#888";
+    ctx.fillRect(GRID_LEFT + x * dx, 2, dx + 0.02, geo.top - 5);
+  }
+}
+
+function tokenX(st, geo, t) { return GRID_LEFT + ((t - st.start) / (st.end - st.start)) * geo.plotW; }
+
+function drawOverlays(ctx, d, st, geo) {
+  const y0 = geo.top, h = d.L * geo.rowH, span = st.end - st.start;
+  ctx.fillStyle = "#333"; ctx.font = "10px sans-serif"; ctx.textBaseline = "middle"; ctx.textAlign = "right";
+  const every = Math.ceil(11 / geo.rowH);                 // label as many layers as fit
+  for (let l = 0; l < d.L; l += every) ctx.fillText(`L${d.info.moe_layers[l]}`, GRID_LEFT - 4, y0 + (l + 0.5) * geo.rowH);
+  ctx.strokeStyle = "#000"; ctx.lineWidth = 1.5;
+  ctx.strokeRect(GRID_LEFT, y0 + st.layer * geo.rowH, geo.plotW, geo.rowH);   // the selected layer
+  if (geo.plotW / span >= 6) {                            // zoomed in: token borders
+    ctx.strokeStyle = "rgba(255,255,255,0.8)"; ctx.lineWidth = 1; ctx.beginPath();
+    for (let t = Math.ceil(st.start); t <= st.end; t++) { const x = tokenX(st, geo, t); ctx.moveTo(x, y0); ctx.lineTo(x, y0 + h); }
+    ctx.stroke();
+  }
+  if (st.brush) {
+    const a = Math.max(GRID_LEFT, tokenX(st, geo, st.brush[0])), b = Math.min(GRID_LEFT + geo.plotW, tokenX(st, geo, st.brush[1]));
+    if (b > a) { ctx.fillStyle = "rgba(30,110,230,0.22)"; ctx.fillRect(a, y0, b - a, h); ctx.strokeStyle = "#1e6ee6"; ctx.strokeRect(a, y0, b - a, h); }
+  }
+  if (st.hover >= st.start - 1 && st.hover < st.end && st.hover >= 0) {
+    const a = tokenX(st, geo, st.hover), w = Math.max(1.5, geo.plotW / span);
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.strokeRect(a, y0 - 1, w, h + 2);
+  }
+  drawAxis(ctx, st, geo, y0 + h);
+}
+
+function drawAxis(ctx, st, geo, y) {
+  ctx.fillStyle = "#555"; ctx.font = "10px sans-serif"; ctx.textBaseline = "top";
+  const span = st.end - st.start, step = niceStep(span / 8);
+  for (let t = Math.ceil(st.start / step) * step; t <= st.end; t += step) {
+    const x = tokenX(st, geo, t);
+    ctx.textAlign = x < GRID_LEFT + 20 ? "left" : "center";
+    ctx.fillRect(x, y, 1, 3); ctx.fillText(String(t), x, y + 4);
+  }
+}
+
+function niceStep(x) {
+  const p = 10 ** Math.floor(Math.log10(Math.max(1, x)));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => s >= x) || 10 * p;
+}
+
+// ---------------------------------------------------------------- the text strip (visible tokens only)
+
+function showable(s) { return s.replace(/\n/g, "↵").replace(/\t/g, "⇥") || "∅"; }
+
+function textWindow(d, st, capacity) {
+  // the visible tokens when they fit; otherwise a readable run around the hovered token (or the view's start)
+  const a = Math.max(0, Math.floor(st.start)), b = Math.min(d.T, Math.ceil(st.end));
+  if (b - a <= capacity) return [a, b];
+  const c = st.hover >= a && st.hover < b ? st.hover : a;
+  const s = Math.max(a, Math.min(c - (capacity >> 2), b - capacity));
+  return [s, Math.min(b, s + capacity)];
+}
+
+function drawText(ctx, d, st, ui, geo, pal, mask) {
+  ctx.setTransform(geo.dpr, 0, 0, geo.dpr, 0, 0);
+  ctx.clearRect(0, 0, geo.width, TEXT_LINE * TEXT_LINES + 4);
+  ctx.font = "12px ui-monospace, monospace"; ctx.textBaseline = "middle"; ctx.textAlign = "left";
+  const [a, b] = textWindow(d, st, 400);
+  const boxes = [];
+  let x = 2, line = 0;
+  for (let t = a; t < b && line < TEXT_LINES; t++) {
+    const s = showable(tokenText(d, t)), w = ctx.measureText(s).width + 4;
+    if (x + w > geo.width - 2 && x > 2) { line++; x = 2; if (line >= TEXT_LINES) break; }
+    const e = d.recorded[t] ? at(d, d.experts, st.layer, st.slot, t) : -1, y = line * TEXT_LINE + 2;
+    ctx.fillStyle = css(fade(e < 0 ? UNRECORDED : pal[e], mask[t] ? 0.55 : 0.15));
+    ctx.fillRect(x, y, w - 1, TEXT_LINE - 2);
+    if (t === st.hover) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1.5; ctx.strokeRect(x, y, w - 1, TEXT_LINE - 2); }
+    ctx.fillStyle = mask[t] ? "#111" : "#999";
+    ctx.fillText(s, x + 2, y + TEXT_LINE / 2 - 1);
+    boxes.push([x, y, w, t]);
+    x += w;
+  }
+  ui.textBoxes = boxes;
+  const last = boxes.length ? boxes[boxes.length - 1][3] + 1 : a;
+  ui.caption.textContent = `text: tokens ${a}–${last} coloured by their expert in layer ${d.info.moe_layers[st.layer]}` +
+    ` (${st.slot === 0 ? "top-1" : "slot #" + (st.slot + 1)}) · view ${Math.floor(st.start)}–${Math.ceil(st.end)}` +
+    (st.brush ? ` · brush ${st.brush[0]}–${st.brush[1]}` : "") + " · wheel: zoom, drag: pan, shift-drag: brush";
+}
+
+// ---------------------------------------------------------------- hover details
+
+function fmt(x, n = 3) { return Number.isFinite(x) ? x.toFixed(n) : "–"; }
+
+function drawHover(ui, d, st, pal) {
+  const t = st.hover;
+  if (t < 0 || t >= d.T) { ui.hoverHead.textContent = "hover a token"; return; }
+  const k = d.kinds[t], kind = k === NO_SEGMENT ? "no segment" : d.info.segment_kinds[k];
+  ui.hoverHead.textContent = `token ${t} ${JSON.stringify(tokenText(d, t))} · ${kind} · logprob ${fmt(d.logprobs[t])}` +
+    ` · entropy ${fmt(d.entropies[t])}` + (d.recorded[t] ? "" : " · not recorded (never fed back through the model)");
+  const q = d.info.quant;
+  for (let l = 0; l < d.L; l++)
+    for (let s = 0; s < d.K; s++) {
+      const cell = ui.hoverCells[l][s];
+      if (!d.recorded[t]) { cell.sw.style.background = "transparent"; cell.txt.textContent = ""; continue; }
+      const e = at(d, d.experts, l, s, t);
+      const w = d.weights ? ` w ${fmt(dequant(at(d, d.weights, l, s, t), q.weights), 2)}` : "";
+      const sc = d.scores ? ` s ${fmt(dequant(at(d, d.scores, l, s, t), q.scores), 2)}` : "";
+      cell.sw.style.background = css(pal[e]);
+      cell.txt.textContent = `${e}${w}${sc}`;
+      cell.txt.parentNode.className = l === st.layer && s === st.slot ? "cl-rx-sel" : "";
+    }
+}
+
+// ---------------------------------------------------------------- the load heatmap (layers x experts)
+
+function selectedTokens(d, st, mask) {
+  // recorded tokens in the brush (whole run when none) and in the segment filter
+  const [a, b] = st.brush ? st.brush : [0, d.T], out = [];
+  for (let t = Math.max(0, a); t < Math.min(d.T, b); t++) if (d.recorded[t] && mask[t]) out.push(t);
+  return out;
+}
+
+function countLoad(d, tokens) {
+  // [L * E] counts over every sent slot (all k with detail "full", the top-1 with "top1")
+  const load = new Uint32Array(d.L * d.E);
+  for (let l = 0; l < d.L; l++)
+    for (let s = 0; s < d.K; s++) {
+      const row = d.experts.subarray((l * d.K + s) * d.T), base = l * d.E;
+      for (let i = 0; i < tokens.length; i++) load[base + row[tokens[i]]]++;
+    }
+  return load;
+}
+
+function balance(load, l, E) {
+  // load-balance figures of one layer: max/mean, coefficient of variation, unused experts
+  let sum = 0, max = 0, unused = 0;
+  for (let e = 0; e < E; e++) { const v = load[l * E + e]; sum += v; max = Math.max(max, v); unused += v === 0; }
+  const mean = sum / E;
+  let v2 = 0;
+  for (let e = 0; e < E; e++) v2 += (load[l * E + e] - mean) ** 2;
+  return { maxOverMean: mean ? max / mean : NaN, cv: mean ? Math.sqrt(v2 / E) / mean : NaN, unused, total: sum };
+}
+
+function drawLoad(ui, d, st, mask) {
+  const tokens = selectedTokens(d, st, mask), load = countLoad(d, tokens);
+  const cw = Math.max(2, Math.min(16, Math.floor(384 / d.E))), ch = Math.max(4, Math.min(16, Math.floor(150 / d.L)));
+  const cvs = ui.load;
+  cvs.width = d.E * cw; cvs.height = d.L * ch;
+  const ctx = cvs.getContext("2d");
+  for (let l = 0; l < d.L; l++) {
+    let max = 1;                                           // each layer on its own scale: loads differ by layer
+    for (let e = 0; e < d.E; e++) max = Math.max(max, load[l * d.E + e]);
+    for (let e = 0; e < d.E; e++) { ctx.fillStyle = css(heat(load[l * d.E + e] / max)); ctx.fillRect(e * cw, l * ch, cw, ch); }
+  }
+  ctx.strokeStyle = "#e8710a"; ctx.lineWidth = 2; ctx.strokeRect(1, st.layer * ch + 1, cvs.width - 2, ch - 2);
+  const where = (st.brush ? `tokens ${st.brush[0]}–${st.brush[1]}` : "whole run") + (st.segment ? `, ${st.segment} only` : "");
+  ui.loadTitle.textContent = `expert load (${d.K === 1 ? "top-1" : `all ${d.K} slots`}), ${where}: ${tokens.length.toLocaleString()} tokens`;
+  const b = balance(load, st.layer, d.E);
+  ui.balance.textContent = `layer ${d.info.moe_layers[st.layer]}: max/mean ${fmt(b.maxOverMean, 2)} · CV ${fmt(b.cv, 2)} · ` +
+    `unused experts ${b.unused} of ${d.E}`;
+  ui.loadNumbers = { load, ...b };
+}
+
+// ---------------------------------------------------------------- geometry and the redraw
+
+function geometry(el, ui, d) {
+  const width = Math.max(320, Math.floor(el.clientWidth || 900)), dpr = window.devicePixelRatio || 1;
+  const rowH = Math.max(6, Math.min(24, Math.floor(260 / d.L))), top = 12;
+  const height = top + d.L * rowH + 16;
+  for (const [c, h] of [[ui.grid, height], [ui.text, TEXT_LINE * TEXT_LINES + 4]]) {
+    if (c.width !== Math.round(width * dpr) || c.height !== Math.round(h * dpr)) {
+      c.width = Math.round(width * dpr); c.height = Math.round(h * dpr);
+      c.style.width = width + "px"; c.style.height = h + "px";
+    }
+  }
+  return { width, dpr, rowH, top, height, plotW: width - GRID_LEFT - 4 };
+}
+
+function makeView(el, model, d) {
+  const ui = skeleton(el, d), pal = palette(d.E), st = initialState(model, d);
+  const v = { el, model, d, ui, pal, st, mask: filterMask(d, st.segment), geo: null, cols: null, frame: 0 };
+  clampWindow(st, d);
+  v.redraw = () => redraw(v);
+  v.schedule = () => { if (!v.frame) v.frame = requestAnimationFrame(() => { v.frame = 0; v.redraw(); }); };
+  return v;
+}
+
+function redraw(v) {
+  // everything but the load heatmap, which only changes with the brush, the segment filter or the layer
+  const t0 = performance.now(), { d, st, ui } = v;
+  v.geo = geometry(v.el, ui, d);
+  const ctx = ui.grid.getContext("2d");
+  v.cols = drawGrid(ctx, d, st, ui, v.geo, v.pal, v.mask);
+  drawOverlays(ctx, d, st, v.geo);
+  drawText(ui.text.getContext("2d"), d, st, ui, v.geo, v.pal, v.mask);
+  v.el.dataset.redrawMs = (performance.now() - t0).toFixed(2);
+  v.el.dataset.ready = "1";
+}
+
+function refreshLoad(v) {
+  const t0 = performance.now();
+  drawLoad(v.ui, v.d, v.st, v.mask);
+  v.el.dataset.loadMs = (performance.now() - t0).toFixed(2);
+}
+
+// ---------------------------------------------------------------- interaction
+
+function tokenAt(v, clientX) {
+  const r = v.ui.grid.getBoundingClientRect(), x = clientX - r.left - GRID_LEFT;
+  const t = Math.floor(v.st.start + (x / v.geo.plotW) * (v.st.end - v.st.start));
+  return Math.max(0, Math.min(v.d.T - 1, t));
+}
+
+function rowAt(v, clientY) {
+  const r = v.ui.grid.getBoundingClientRect(), l = Math.floor((clientY - r.top - v.geo.top) / v.geo.rowH);
+  return l >= 0 && l < v.d.L ? l : -1;
+}
+
+function setHover(v, t) {
+  if (t === v.st.hover) return;
+  const t0 = performance.now();
+  v.st.hover = t;
+  drawHover(v.ui, v.d, v.st, v.pal);
+  v.redraw();                                              // the hover box, and the text strip follows it
+  v.el.dataset.hoverMs = (performance.now() - t0).toFixed(2);
+  push(v.model, { hover: t });
+}
+
+function onWheel(v, ev) {
+  ev.preventDefault();
+  const { st, d } = v, r = v.ui.grid.getBoundingClientRect();
+  const f = Math.max(0, Math.min(1, (ev.clientX - r.left - GRID_LEFT) / v.geo.plotW));
+  const pivot = st.start + f * (st.end - st.start);
+  const span = Math.max(Math.min(MIN_SPAN, d.T), Math.min(d.T, (st.end - st.start) * Math.exp(ev.deltaY * 0.0015)));
+  st.start = pivot - f * span; st.end = st.start + span;
+  clampWindow(st, d);
+  v.schedule();
+  syncWindowSoon(v);
+}
+
+function syncWindowSoon(v) {
+  // the zoomed window goes to Python once the wheel or the drag settles, not on every event
+  clearTimeout(v.windowTimer);
+  v.windowTimer = setTimeout(() => push(v.model, { window: [Math.floor(v.st.start), Math.ceil(v.st.end)] }), 250);
+}
+
+function onDown(v, ev) {
+  if (ev.button !== 0) return;
+  const t = tokenAt(v, ev.clientX);
+  v.st.drag = { x: ev.clientX, start: v.st.start, end: v.st.end, t, brush: ev.shiftKey, moved: false };
+  ev.preventDefault();
+}
+
+function onMove(v, ev) {
+  const g = v.st.drag;
+  if (!g) {
+    const r = v.ui.grid.getBoundingClientRect();
+    if (ev.clientX - r.left >= GRID_LEFT && ev.clientY - r.top >= v.geo.top) setHover(v, tokenAt(v, ev.clientX));
+    return;
+  }
+  g.moved = g.moved || Math.abs(ev.clientX - g.x) > 2;
+  if (g.brush) {
+    const t = tokenAt(v, ev.clientX);
+    v.st.brush = [Math.min(g.t, t), Math.max(g.t, t) + 1];
+  } else {
+    const dt = ((ev.clientX - g.x) / v.geo.plotW) * (g.end - g.start);
+    v.st.start = g.start - dt; v.st.end = g.end - dt;
+    clampWindow(v.st, v.d);
+  }
+  v.schedule();
+}
+
+function onUp(v, ev) {
+  const g = v.st.drag;
+  if (!g) return;
+  v.st.drag = null;
+  if (g.brush) { refreshLoad(v); push(v.model, { brush: v.st.brush || [] }); }
+  else if (g.moved) syncWindowSoon(v);
+  else {                                                    // a click on a row selects that layer
+    const l = rowAt(v, ev.clientY);
+    if (l >= 0 && l !== v.st.layer) setLayer(v, l, true);
+  }
+}
+
+function onTextMove(v, ev) {
+  const r = v.ui.text.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
+  const hit = (v.ui.textBoxes || []).find(([bx, by, w]) => x >= bx && x < bx + w && y >= by && y < by + TEXT_LINE);
+  if (hit) setHover(v, hit[3]);
+}
+
+// ---------------------------------------------------------------- controls <-> state <-> traits
+
+function setLayer(v, l, sync) {
+  v.st.layer = l; v.ui.layer.value = String(l);
+  refreshLoad(v); drawHover(v.ui, v.d, v.st, v.pal); v.redraw();
+  if (sync) push(v.model, { layer: l });
+}
+
+function setSlot(v, s, sync) {
+  v.st.slot = Math.max(0, Math.min(v.d.K - 1, s)); v.ui.slot.value = String(v.st.slot);
+  drawHover(v.ui, v.d, v.st, v.pal); v.redraw();
+  if (sync) push(v.model, { slot: v.st.slot });
+}
+
+function setSegment(v, k, sync) {
+  v.st.segment = k || ""; v.ui.segment.value = v.st.segment;
+  v.mask = filterMask(v.d, v.st.segment);
+  refreshLoad(v); v.redraw();
+  if (sync) push(v.model, { segment: v.st.segment });
+}
+
+function setBrush(v, b, sync) {
+  v.st.brush = validBrush(b);
+  refreshLoad(v); v.redraw();
+  if (sync) push(v.model, { brush: v.st.brush || [] });
+}
+
+function listen(v) {
+  const { ui, model } = v, on = [], add = (t, ev, f, o) => { t.addEventListener(ev, f, o); on.push(() => t.removeEventListener(ev, f, o)); };
+  add(ui.grid, "wheel", (e) => onWheel(v, e), { passive: false });
+  add(ui.grid, "mousedown", (e) => onDown(v, e));
+  add(window, "mousemove", (e) => onMove(v, e));
+  add(window, "mouseup", (e) => onUp(v, e));
+  add(ui.text, "mousemove", (e) => onTextMove(v, e));
+  add(ui.layer, "change", () => setLayer(v, +ui.layer.value, true));
+  add(ui.slot, "change", () => setSlot(v, +ui.slot.value, true));
+  add(ui.segment, "change", () => setSegment(v, ui.segment.value, true));
+  add(ui.reset, "click", () => { v.st.start = 0; v.st.end = v.d.T; clampWindow(v.st, v.d); v.redraw(); syncWindowSoon(v); });
+  add(ui.clear, "click", () => setBrush(v, null, true));
+  const traits = {
+    "change:layer": () => setLayer(v, model.get("layer"), false),
+    "change:slot": () => setSlot(v, model.get("slot"), false),
+    "change:segment": () => setSegment(v, model.get("segment"), false),
+    "change:brush": () => setBrush(v, model.get("brush"), false),
+    "change:hover": () => { const t = model.get("hover"); if (t !== v.st.hover) { v.st.hover = t; drawHover(ui, v.d, v.st, v.pal); v.redraw(); } },
+    "change:window": () => { const w = model.get("window"); if (w && w.length === 2) { v.st.start = w[0]; v.st.end = w[1]; clampWindow(v.st, v.d); v.redraw(); } },
+  };
+  for (const [ev, f] of Object.entries(traits)) { model.on(ev, f); on.push(() => model.off(ev, f)); }
+  const ro = new ResizeObserver(() => v.schedule());
+  ro.observe(v.el); on.push(() => ro.disconnect());
+  return () => on.forEach((f) => f());
+}
+
+async function render({ model, el }) {
+  const d = await decode(model);
+  if (!d.T) { el.textContent = "RoutingExplorer: this trace has no tokens"; el.dataset.ready = "1"; return; }
+  const v = makeView(el, model, d);
+  const stop = listen(v);
+  refreshLoad(v);
+  drawHover(v.ui, d, v.st, v.pal);
+  v.redraw();
+  el.__routingExplorer = v;                                // for the browser tests: the view's state, read-only use
+  return () => { stop(); cancelAnimationFrame(v.frame); clearTimeout(v.windowTimer); };
+}
+
+export default { render };
