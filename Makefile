@@ -1,5 +1,5 @@
-# The two commands of the README. Each sets up .venv first (scripts/setup.sh; a no-op when current).
-.PHONY: demo test setup
+# The commands of the README. Each sets up .venv first (scripts/setup.sh; a no-op when current).
+.PHONY: demo test lab setup
 setup:
 	@bash scripts/setup.sh
 
@@ -8,3 +8,7 @@ demo: setup
 
 test: setup
 	@bash scripts/test.sh
+
+# JupyterLab on the repository, loopback only, behind a random token, the quickstart notebook open (scripts/lab.sh)
+lab: setup
+	@bash scripts/lab.sh $(LAB_ARGS)

@@ -31,5 +31,30 @@ if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); t
 step "notebooks run (nbdev-test's runner; slow and gpu cells skipped) and their committed outputs are current"
 python scripts/nb_outputs.py --check --n-workers 2
 
+# The browser tests (tests/test_lab.py) drive Debian's chromium through playwright; no browser is ever downloaded
+# with `playwright install`. Installed here when missing and possible: apt-get present, and root or passwordless sudo.
+# Otherwise those tests skip and say how to install it.
+ensure_chromium() {
+  [[ -x /usr/bin/chromium ]] && return 0
+  local hint="the browser tests will skip; install it with: sudo apt-get install chromium"
+  if ! command -v apt-get >/dev/null 2>&1; then echo "(no /usr/bin/chromium and no apt-get: $hint)"; return 0; fi
+  local sudo=""
+  if [[ $(id -u) != 0 ]]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"
+    else echo "(no /usr/bin/chromium, and installing it needs root or passwordless sudo: $hint)"; return 0; fi
+  fi
+  step "installing Debian's chromium for the browser tests (apt-get; about 20 s)"
+  local log; log=$(mktemp)
+  # DPkg::Lock::Timeout: wait for another apt run to finish instead of failing on its lock
+  local apt="$sudo env DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=300"
+  if $apt install -y chromium >"$log" 2>&1 || { $apt update >>"$log" 2>&1 && $apt install -y chromium >>"$log" 2>&1; }; then
+    echo "installed: $(/usr/bin/chromium --version 2>/dev/null)"
+  else
+    tail -n 5 "$log"; echo "(could not install chromium: $hint)"
+  fi
+  rm -f "$log"
+}
+ensure_chromium
+
 step "pytest tests/"
 python -m pytest tests/ -q -p no:cacheprovider "$@"
