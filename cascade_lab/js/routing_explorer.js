@@ -85,6 +85,7 @@ async function decode(model) {
   d.recorded = new Uint8Array(T);
   for (let t = 0; t < T; t++) d.recorded[t] = (d.recordedBits[t >> 3] >> (t & 7)) & 1;
   d.decoder = new TextDecoder();
+  d.kindColors = info.segment_kinds.map((k) => hexRgb(info.segment_colors[k] || "#888888"));
   return d;
 }
 
@@ -110,6 +111,7 @@ function palette(E) {
 }
 
 const css = ([r, g, b], a = 1) => `rgba(${r},${g},${b},${a})`;
+const hexRgb = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
 const fade = (c, f) => c.map((v) => Math.round(v * f + 255 * (1 - f)));   // toward white: dimmed tokens
 
 function heat(x) {
@@ -164,6 +166,7 @@ function skeleton(el, d) {
   ui.loadTitle = elem("div", "cl-rx-load-title", side);
   ui.load = elem("canvas", "cl-rx-load", side);
   ui.balance = elem("div", "cl-rx-balance", side);
+  ui.loadHover = elem("div", "cl-rx-load-hover", side, "point at the heatmap for counts");
   hoverTable(ui, d);
   return ui;
 }
@@ -253,42 +256,50 @@ function modeExpert(row, rec, a, b, counts) {
 }
 
 function gridPixels(d, st, c, shade, pal) {
-  // one pixel per (column, layer): the expert of the chosen slot, dimmed outside the segment filter
-  const cols = c.a.length, img = new ImageData(cols, d.L), px = new Uint32Array(img.data.buffer);
+  // one pixel per (column, layer): the expert of the chosen slot, dimmed (toward white) outside the segment filter
+  const cols = c.a.length, img = new ImageData(cols, d.L + 1), px = new Uint32Array(img.data.buffer);
   const counts = new Uint32Array(d.E);
   for (let l = 0; l < d.L; l++) {
     const row = d.experts.subarray((l * d.K + st.slot) * d.T, (l * d.K + st.slot + 1) * d.T);
     for (let x = 0; x < cols; x++) {
-      const e = c.b[x] - c.a[x] === 1 ? (d.recorded[c.a[x]] ? row[c.a[x]] : -1) : modeExpert(row, d.recorded, c.a[x], c.b[x], counts);
-      const [r, g, b] = fade(e < 0 ? UNRECORDED : pal[e], shade[x]);
-      px[l * cols + x] = (255 << 24) | (b << 16) | (g << 8) | r;      // ImageData is RGBA bytes, little endian
+      const a = c.a[x], e = c.b[x] - a === 1 ? (d.recorded[a] ? row[a] : -1) : modeExpert(row, d.recorded, a, c.b[x], counts);
+      px[(l + 1) * cols + x] = rgba(e < 0 ? UNRECORDED : pal[e], shade[x]);
     }
+  }
+  for (let x = 0; x < cols; x++) {                         // row 0: the segment kind of each column's first token
+    const k = d.kinds[c.a[x]];
+    px[x] = k === NO_SEGMENT ? 0 : rgba(d.kindColors[k], 1);
   }
   return img;
 }
 
-function drawGrid(ctx, d, st, ui, geo, pal, mask) {
-  const cols = Math.max(1, Math.round(geo.plotW * geo.dpr));
-  const c = columns(st, cols), shade = columnShade(d, mask, c);
-  const off = new OffscreenCanvas(cols, d.L);
-  off.getContext("2d").putImageData(gridPixels(d, st, c, shade, pal), 0, 0);
+function rgba([r, g, b], f) {
+  // ImageData's RGBA bytes as one little-endian uint32, faded toward white by 1 - f (no allocation: called per pixel)
+  const w = 255 * (1 - f);
+  return (0xff000000 | ((b * f + w) << 16) | ((g * f + w) << 8) | (r * f + w)) >>> 0;
+}
+
+function gridImage(v, cols) {
+  // the grid's pixels depend on the window, the slot, the filter and the width only: hovering, brushing or
+  // picking a layer redraws from this cache instead of recounting 32k x 23 decisions
+  const { d, st } = v, key = [st.start, st.end, st.slot, st.segment, cols].join();
+  if (v.gridCache && v.gridCache.key === key) return v.gridCache;
+  const c = columns(st, cols), off = new OffscreenCanvas(cols, d.L + 1);
+  off.getContext("2d").putImageData(gridPixels(d, st, c, columnShade(d, v.mask, c), v.pal), 0, 0);
+  v.gridCache = { key, off, c };
+  return v.gridCache;
+}
+
+function drawGrid(ctx, v) {
+  const { d, ui, geo } = v, cols = Math.max(1, Math.round(geo.plotW * geo.dpr)), g = gridImage(v, cols);
+  const x0 = GRID_LEFT * geo.dpr;
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, ui.grid.width, ui.grid.height);
   ctx.imageSmoothingEnabled = false;                       // crisp cells: each pixel is one decision
-  ctx.drawImage(off, 0, 0, cols, d.L, GRID_LEFT * geo.dpr, geo.top * geo.dpr, cols, d.L * geo.rowH * geo.dpr);
+  ctx.drawImage(g.off, 0, 0, cols, 1, x0, 2 * geo.dpr, cols, (geo.top - 5) * geo.dpr);           // the segment band
+  ctx.drawImage(g.off, 0, 1, cols, d.L, x0, geo.top * geo.dpr, cols, d.L * geo.rowH * geo.dpr);  // the grid
   ctx.setTransform(geo.dpr, 0, 0, geo.dpr, 0, 0);
-  drawBand(ctx, d, c, geo);
-  return c;
-}
-
-function drawBand(ctx, d, c, geo) {
-  // a thin strip above the grid: the segment kind of each column's first token
-  const dx = 1 / geo.dpr;
-  for (let x = 0; x < c.a.length; x++) {
-    const k = d.kinds[c.a[x]];
-    ctx.fillStyle = k === NO_SEGMENT ? "#fff" : d.info.segment_colors[d.info.segment_kinds[k]] || "#888";
-    ctx.fillRect(GRID_LEFT + x * dx, 2, dx + 0.02, geo.top - 5);
-  }
+  return g.c;
 }
 
 function tokenX(st, geo, t) { return GRID_LEFT + ((t - st.start) / (st.end - st.start)) * geo.plotW; }
@@ -321,7 +332,7 @@ function drawAxis(ctx, st, geo, y) {
   const span = st.end - st.start, step = niceStep(span / 8);
   for (let t = Math.ceil(st.start / step) * step; t <= st.end; t += step) {
     const x = tokenX(st, geo, t);
-    ctx.textAlign = x < GRID_LEFT + 20 ? "left" : "center";
+    ctx.textAlign = x < GRID_LEFT + 20 ? "left" : x > GRID_LEFT + geo.plotW - 20 ? "right" : "center";
     ctx.fillRect(x, y, 1, 3); ctx.fillText(String(t), x, y + 4);
   }
 }
@@ -340,7 +351,7 @@ function textWindow(d, st, capacity) {
   const a = Math.max(0, Math.floor(st.start)), b = Math.min(d.T, Math.ceil(st.end));
   if (b - a <= capacity) return [a, b];
   const c = st.hover >= a && st.hover < b ? st.hover : a;
-  const s = Math.max(a, Math.min(c - (capacity >> 2), b - capacity));
+  const s = Math.max(a, Math.min(c - 15, b - capacity));       // the hovered token on the first line
   return [s, Math.min(b, s + capacity)];
 }
 
@@ -441,7 +452,7 @@ function drawLoad(ui, d, st, mask) {
   const b = balance(load, st.layer, d.E);
   ui.balance.textContent = `layer ${d.info.moe_layers[st.layer]}: max/mean ${fmt(b.maxOverMean, 2)} · CV ${fmt(b.cv, 2)} · ` +
     `unused experts ${b.unused} of ${d.E}`;
-  ui.loadNumbers = { load, ...b };
+  ui.loadNumbers = { load, cw, ch, ...b };
 }
 
 // ---------------------------------------------------------------- geometry and the redraw
@@ -473,7 +484,7 @@ function redraw(v) {
   const t0 = performance.now(), { d, st, ui } = v;
   v.geo = geometry(v.el, ui, d);
   const ctx = ui.grid.getContext("2d");
-  v.cols = drawGrid(ctx, d, st, ui, v.geo, v.pal, v.mask);
+  v.cols = drawGrid(ctx, v);
   drawOverlays(ctx, d, st, v.geo);
   drawText(ui.text.getContext("2d"), d, st, ui, v.geo, v.pal, v.mask);
   v.el.dataset.redrawMs = (performance.now() - t0).toFixed(2);
@@ -534,13 +545,16 @@ function onDown(v, ev) {
   ev.preventDefault();
 }
 
+function onGridMove(v, ev) {
+  // hovering the grid (a drag is followed on the window instead, so it may leave the canvas)
+  const r = v.ui.grid.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
+  const inside = x >= GRID_LEFT && x < GRID_LEFT + v.geo.plotW && y >= v.geo.top && y < v.geo.top + v.d.L * v.geo.rowH;
+  if (!v.st.drag && inside) setHover(v, tokenAt(v, ev.clientX));
+}
+
 function onMove(v, ev) {
   const g = v.st.drag;
-  if (!g) {
-    const r = v.ui.grid.getBoundingClientRect();
-    if (ev.clientX - r.left >= GRID_LEFT && ev.clientY - r.top >= v.geo.top) setHover(v, tokenAt(v, ev.clientX));
-    return;
-  }
+  if (!g) return;
   g.moved = g.moved || Math.abs(ev.clientX - g.x) > 2;
   if (g.brush) {
     const t = tokenAt(v, ev.clientX);
@@ -563,6 +577,14 @@ function onUp(v, ev) {
     const l = rowAt(v, ev.clientY);
     if (l >= 0 && l !== v.st.layer) setLayer(v, l, true);
   }
+}
+
+function onLoadMove(v, ev) {
+  // the heatmap cell under the pointer, in words
+  const r = v.ui.load.getBoundingClientRect(), n = v.ui.loadNumbers, { d } = v;
+  const e = Math.floor((ev.clientX - r.left) / n.cw), l = Math.floor((ev.clientY - r.top) / n.ch);
+  if (e < 0 || e >= d.E || l < 0 || l >= d.L) return;
+  v.ui.loadHover.textContent = `layer ${d.info.moe_layers[l]}, expert ${e}: chosen ${n.load[l * d.E + e].toLocaleString()} times`;
 }
 
 function onTextMove(v, ev) {
@@ -602,9 +624,11 @@ function listen(v) {
   const { ui, model } = v, on = [], add = (t, ev, f, o) => { t.addEventListener(ev, f, o); on.push(() => t.removeEventListener(ev, f, o)); };
   add(ui.grid, "wheel", (e) => onWheel(v, e), { passive: false });
   add(ui.grid, "mousedown", (e) => onDown(v, e));
+  add(ui.grid, "mousemove", (e) => onGridMove(v, e));
   add(window, "mousemove", (e) => onMove(v, e));
   add(window, "mouseup", (e) => onUp(v, e));
   add(ui.text, "mousemove", (e) => onTextMove(v, e));
+  add(ui.load, "mousemove", (e) => onLoadMove(v, e));
   add(ui.layer, "change", () => setLayer(v, +ui.layer.value, true));
   add(ui.slot, "change", () => setSlot(v, +ui.slot.value, true));
   add(ui.segment, "change", () => setSegment(v, ui.segment.value, true));
