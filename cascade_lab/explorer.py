@@ -151,7 +151,7 @@ def unpack(packed: dict) -> dict:
             "entropies": np.frombuffer(packed["entropies"], "<f2").astype(np.float32),
             "tokens": [text[a:b].decode("utf-8", "replace") for a, b in zip(off[:-1], off[1:])], "info": info}
 
-# %% ../nbs/16_explorer.ipynb #129ac216
+# %% ../nbs/16_explorer.ipynb #9b0dce71
 JS_DIR = Path(__file__).parent / "js" if "__file__" in globals() else Path("../cascade_lab/js").resolve()
 
 class RoutingExplorer(anywidget.AnyWidget):
@@ -172,7 +172,7 @@ class RoutingExplorer(anywidget.AnyWidget):
     def __init__(self, trace: Trace, detail: str = "top1", **view):
         packed = pack(trace, detail)
         self.trace = trace
-        super().__init__(**packed, window=[0, len(trace)] if len(trace) else [], **view)
+        super().__init__(**packed, **{"window": [0, len(trace)] if len(trace) else [], **view})
 
     @traitlets.validate("layer", "slot", "segment", "brush", "hover", "window")
     def _valid_view(self, proposal):

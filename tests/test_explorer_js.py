@@ -241,3 +241,14 @@ def test_brush_segment_filter_and_python_driven_state(browser, site, demo):
     page.evaluate("window.cleanup()")                             # the view lets go of its listeners
     assert page.evaluate("window.errors") == []
     page.close()
+
+
+def test_starts_from_the_traits(browser, site, demo):
+    "State set in Python before the view first draws (while the planes inflate, say) is what it shows."
+    w = RoutingExplorer(demo, detail="full", layer=2, slot=1, segment="tool_call", brush=[396, 459], window=[390, 470])
+    page, el = _open(browser, site, w, "demo_initial")
+    values = [page.locator(f".cl-rx-field select >> nth={i}").input_value() for i in range(3)]
+    assert values == ["2", "1", "tool_call"]
+    assert "view 390–470" in page.locator(".cl-rx-caption").inner_text()
+    np.testing.assert_array_equal(_loads(page).reshape(3, 16), expert_load(demo, tokens=slice(396, 459), segment="tool_call"))
+    page.close()

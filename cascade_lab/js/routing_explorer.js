@@ -296,7 +296,7 @@ function drawGrid(ctx, v) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.clearRect(0, 0, ui.grid.width, ui.grid.height);
   ctx.imageSmoothingEnabled = false;                       // crisp cells: each pixel is one decision
-  ctx.drawImage(g.off, 0, 0, cols, 1, x0, 2 * geo.dpr, cols, (geo.top - 5) * geo.dpr);           // the segment band
+  ctx.drawImage(g.off, 0, 0, cols, 1, x0, 2 * geo.dpr, cols, (geo.top - 7) * geo.dpr);           // the segment band
   ctx.drawImage(g.off, 0, 1, cols, d.L, x0, geo.top * geo.dpr, cols, d.L * geo.rowH * geo.dpr);  // the grid
   ctx.setTransform(geo.dpr, 0, 0, geo.dpr, 0, 0);
   return g.c;
@@ -318,7 +318,11 @@ function drawOverlays(ctx, d, st, geo) {
   }
   if (st.brush) {
     const a = Math.max(GRID_LEFT, tokenX(st, geo, st.brush[0])), b = Math.min(GRID_LEFT + geo.plotW, tokenX(st, geo, st.brush[1]));
-    if (b > a) { ctx.fillStyle = "rgba(30,110,230,0.22)"; ctx.fillRect(a, y0, b - a, h); ctx.strokeStyle = "#1e6ee6"; ctx.strokeRect(a, y0, b - a, h); }
+    if (b > a) {                                          // a tint, an outline, and a bar in the gap above the grid
+      ctx.fillStyle = "rgba(30,110,230,0.22)"; ctx.fillRect(a, y0, b - a, h);
+      ctx.strokeStyle = "#0b4fc4"; ctx.lineWidth = 2; ctx.strokeRect(a, y0, b - a, h);
+      ctx.fillStyle = "#0b4fc4"; ctx.fillRect(a, y0 - 4, b - a, 3);
+    }
   }
   if (st.hover >= st.start - 1 && st.hover < st.end && st.hover >= 0) {
     const a = tokenX(st, geo, st.hover), w = Math.max(1.5, geo.plotW / span);
@@ -459,7 +463,7 @@ function drawLoad(ui, d, st, mask) {
 
 function geometry(el, ui, d) {
   const width = Math.max(320, Math.floor(el.clientWidth || 900)), dpr = window.devicePixelRatio || 1;
-  const rowH = Math.max(6, Math.min(24, Math.floor(260 / d.L))), top = 12;
+  const rowH = Math.max(6, Math.min(24, Math.floor(260 / d.L))), top = 14;
   const height = top + d.L * rowH + 16;
   for (const [c, h] of [[ui.grid, height], [ui.text, TEXT_LINE * TEXT_LINES + 4]]) {
     if (c.width !== Math.round(width * dpr) || c.height !== Math.round(h * dpr)) {
@@ -474,6 +478,8 @@ function makeView(el, model, d) {
   const ui = skeleton(el, d), pal = palette(d.E), st = initialState(model, d);
   const v = { el, model, d, ui, pal, st, mask: filterMask(d, st.segment), geo: null, cols: null, frame: 0 };
   clampWindow(st, d);
+  // the traits may have changed while the planes were inflating: the controls start from them
+  ui.layer.value = String(st.layer); ui.slot.value = String(st.slot); ui.segment.value = st.segment;
   v.redraw = () => redraw(v);
   v.schedule = () => { if (!v.frame) v.frame = requestAnimationFrame(() => { v.frame = 0; v.redraw(); }); };
   return v;
