@@ -440,7 +440,13 @@ function balance(load, l, E) {
 }
 
 function drawLoad(ui, d, st, mask) {
-  const tokens = selectedTokens(d, st, mask), load = countLoad(d, tokens);
+  // counts depend on the brush and the filter only: another layer reuses them
+  const key = `${st.brush}|${st.segment}`;
+  if (!ui.loadCache || ui.loadCache.key !== key) {
+    const tokens = selectedTokens(d, st, mask);
+    ui.loadCache = { key, n: tokens.length, load: countLoad(d, tokens) };
+  }
+  const { load, n } = ui.loadCache;
   const cw = Math.max(2, Math.min(16, Math.floor(384 / d.E))), ch = Math.max(4, Math.min(16, Math.floor(150 / d.L)));
   const cvs = ui.load;
   cvs.width = d.E * cw; cvs.height = d.L * ch;
@@ -452,7 +458,7 @@ function drawLoad(ui, d, st, mask) {
   }
   ctx.strokeStyle = "#e8710a"; ctx.lineWidth = 2; ctx.strokeRect(1, st.layer * ch + 1, cvs.width - 2, ch - 2);
   const where = (st.brush ? `tokens ${st.brush[0]}–${st.brush[1]}` : "whole run") + (st.segment ? `, ${st.segment} only` : "");
-  ui.loadTitle.textContent = `expert load (${d.K === 1 ? "top-1" : `all ${d.K} slots`}), ${where}: ${tokens.length.toLocaleString()} tokens`;
+  ui.loadTitle.textContent = `expert load (${d.K === 1 ? "top-1" : `all ${d.K} slots`}), ${where}: ${n.toLocaleString()} tokens`;
   const b = balance(load, st.layer, d.E);
   ui.balance.textContent = `layer ${d.info.moe_layers[st.layer]}: max/mean ${fmt(b.maxOverMean, 2)} · CV ${fmt(b.cv, 2)} · ` +
     `unused experts ${b.unused} of ${d.E}`;
