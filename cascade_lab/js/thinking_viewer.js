@@ -75,6 +75,8 @@ export function stepAt(steps, t) {
   return found >= 0 && t < steps[found].end ? found : -1;
 }
 
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
 const STATUS = { finished: ["thinking finished", "ok"], budget: ["thinking budget reached", "warn"],
   cut: ["cut while thinking", "bad"], "no thinking": ["no thinking (instruct mode)", ""] };
 
@@ -85,7 +87,7 @@ function header(model) {
   return h("div", { class: "tv-meta" }, h("span", { class: `badge ${kind}`, text: label }),
     s.finish_reason ? h("span", { text: `finish: ${s.finish_reason}` }) : null,
     h("span", { text: `${s.thinking_tokens ?? 0} thinking tokens` }), h("span", { text: `${s.answer_tokens ?? 0} answer tokens` }),
-    h("span", { text: `${s.steps ?? 0} steps` }), h("span", { text: `${s.backtracks ?? 0} backtracking` }),
+    h("span", { text: plural(s.steps ?? 0, "step") }), h("span", { text: plural(s.backtracks ?? 0, "backtrack") }),
     s.answer != null ? h("span", {}, "answer ", h("b", { text: s.answer })) : h("span", { text: "no boxed answer" }));
 }
 

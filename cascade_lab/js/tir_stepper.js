@@ -20,6 +20,7 @@ const STYLE = `
 .cl-ts .ts-title { font-weight: 600; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }
 .cl-ts .ts-times { font-weight: normal; color: var(--jp-ui-font-color2, #666); font-size: 12px; }
 .cl-ts .ts-label { font-size: 11px; text-transform: uppercase; letter-spacing: .04em; color: #888; margin-top: 8px; }
+.cl-ts .ts-label span { text-transform: none; letter-spacing: 0; }
 .cl-ts .ts-reasoning, .cl-ts .ts-answer { white-space: pre-wrap; max-height: 22em; overflow: auto; }
 .cl-ts .ts-answer { font-weight: 600; }
 .cl-ts pre { margin: 2px 0; padding: 6px 8px; border-radius: 4px; max-height: 24em; overflow: auto; white-space: pre-wrap;
@@ -121,15 +122,15 @@ function controls(model, go) {
   const btn = (text, title, to, disabled) => h("button", { text, title, disabled: disabled || n === 0, onclick: () => go(to) });
   const speed = h("input", { class: "ts-speed", type: "number", min: 20, step: 100, value: model.get("speed"), title: "ms per step",
     onchange: (e) => { model.set("speed", Math.max(20, Number(e.target.value) || 800)); model.save_changes(); } });
-  const play = h("button", { class: "ts-play", text: playing ? "⏸ Pause" : "▶ Play", disabled: n < 2,
+  const play = h("button", { class: "ts-play", text: playing ? "Pause" : "▶ Play", disabled: n < 2,
     onclick: () => {
       if (!model.get("playing") && model.get("index") >= n - 1) model.set("index", 0);   // from the start again
       model.set("playing", !model.get("playing")); model.save_changes();
     } });
   return h("div", { class: "ts-controls" },
-    btn("⏮", "first step", 0, i <= 0), btn("◀", "previous step", i - 1, i <= 0),
+    btn("«", "first step", 0, i <= 0), btn("‹", "previous step", i - 1, i <= 0),
     h("span", { class: "ts-pos", text: n ? `step ${i + 1} / ${n}` : "no steps yet" }),
-    btn("▶", "next step", i + 1, i >= n - 1), btn("⏭", "last step", n - 1, i >= n - 1),
+    btn("›", "next step", i + 1, i >= n - 1), btn("»", "last step", n - 1, i >= n - 1),
     play, h("label", {}, " ", speed, " ms/step"));
 }
 
@@ -140,7 +141,7 @@ function callNode(call, j, model) {
     call.seconds != null ? h("span", { class: "ts-times", text: seconds(call.seconds) }) : null];
   const out = call.running ? model.get("live_output") : call.output;
   return h("div", { class: "ts-call" },
-    h("div", { class: "ts-label" }, `tool call ${j + 1}${call.name ? ": " + call.name : ""} `, ...flags),
+    h("div", { class: "ts-label" }, `tool call ${j + 1} `, call.name ? h("span", { text: call.name }) : null, " ", ...flags),
     h("pre", { class: "ts-code", html: highlightPython(call.code || "") }),
     out != null && (out !== "" || call.running) ? h("pre", { class: `ts-out${call.running ? " running" : ""}`, text: out }) : null,
     call.error && call.error.length > 60 ? h("div", { class: "ts-err", text: call.error }) : null,
@@ -172,7 +173,7 @@ function routing(model) {
     const note = model.get("routing_note");
     return h("div", { class: "ts-routing ts-legend", text: note ? `routing: ${note}` : "" });
   }
-  const load = all.subarray(off, off + L * E), cw = Math.max(2, Math.min(8, Math.floor(640 / E))), ch = Math.max(4, Math.min(12, Math.floor(140 / L)));
+  const load = all.subarray(off, off + L * E), cw = Math.max(2, Math.min(24, Math.floor(640 / E))), ch = Math.max(4, Math.min(14, Math.floor(140 / L)));
   const canvas = h("canvas", { class: "ts-heat", width: E * cw, height: L * ch, title: "expert load: MoE layers (rows) x experts" });
   const ctx = canvas.getContext("2d");
   for (let l = 0; l < L; l++) {
