@@ -19,9 +19,14 @@ const STYLE = `
 .cl-tv details.tv-step { border-left: 3px solid transparent; padding: 1px 4px; }
 .cl-tv details.tv-step.back { border-left-color: #e0a100; }
 .cl-tv details.tv-step.sel { background: #eef4ff; border-left-color: #2f6fd0; }
-.cl-tv details.tv-step > summary { cursor: pointer; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.cl-tv .tv-num { display: inline-block; min-width: 2.2em; color: #888; font-variant-numeric: tabular-nums; }
-.cl-tv .tv-size { color: #999; font-size: 11px; margin-left: 6px; }
+.cl-tv details.tv-step > summary { cursor: pointer; display: flex; gap: 6px; align-items: baseline; list-style: none; }
+.cl-tv details.tv-step > summary::-webkit-details-marker { display: none; }
+.cl-tv details.tv-step > summary::before { content: "\\25B8"; color: #888; width: .8em; flex: none; }
+.cl-tv details.tv-step[open] > summary::before { content: "\\25BE"; }
+.cl-tv .tv-num { min-width: 1.8em; color: #888; font-variant-numeric: tabular-nums; flex: none; }
+.cl-tv .tv-prev { flex: 1; min-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.cl-tv .tv-size { color: #999; font-size: 11px; flex: none; }
+.cl-tv mark.tv-flag { flex: none; font-size: 11px; }
 .cl-tv .tv-text { white-space: pre-wrap; padding: 2px 0 6px 2.6em; }
 .cl-tv mark { background: #ffe08a; border-radius: 2px; padding: 0 1px; }
 .cl-tv .tv-routing { width: 270px; flex: none; }
@@ -87,11 +92,12 @@ function header(model) {
   return h("div", { class: "tv-meta" }, h("span", { class: `badge ${kind}`, text: label }),
     s.finish_reason ? h("span", { text: `finish: ${s.finish_reason}` }) : null,
     h("span", { text: `${s.thinking_tokens ?? 0} thinking tokens` }), h("span", { text: `${s.answer_tokens ?? 0} answer tokens` }),
+    s.tool_call_tokens ? h("span", { text: `${s.tool_call_tokens} tool-call tokens` }) : null,
     h("span", { text: plural(s.steps ?? 0, "step") }), h("span", { text: plural(s.backtracks ?? 0, "backtrack") }),
     s.answer != null ? h("span", {}, "answer ", h("b", { text: s.answer })) : h("span", { text: "no boxed answer" }));
 }
 
-// the strip: entropy bars (the highest in each pixel column), log-probability as a band below, forking tokens in
+// the strip: entropy bars (the highest in each pixel column, height ~ sqrt of entropy), log-probability as a band below, forking tokens in
 // red, step boundaries, the answer's tokens shaded, the selected step highlighted
 function drawStrip(canvas, model, data) {
   const W = Math.max(100, canvas.clientWidth || 720), H = 64, dpr = window.devicePixelRatio || 1;
@@ -109,7 +115,7 @@ function drawStrip(canvas, model, data) {
     const a = Math.floor((px * n) / W), b = Math.max(a + 1, Math.floor(((px + 1) * n) / W));
     let e = 0, l = 0;
     for (let i = a; i < b && i < n; i++) { if (ent[i] > e) e = ent[i]; if (lp[i] < l) l = lp[i]; }
-    const hgt = emax > 0 ? (e / emax) * barH : 0;
+    const hgt = emax > 0 ? Math.sqrt(e / emax) * barH : 0;          // sqrt: small entropies stay visible
     ctx.fillStyle = "#5b7fb8"; ctx.fillRect(px, barH - hgt, 1, hgt);
     ctx.fillStyle = `rgba(190, 40, 40, ${Math.min(1, 1 - Math.exp(l))})`; ctx.fillRect(px, barH + 6, 1, 10);
   }
@@ -134,9 +140,11 @@ function tokenAt(canvas, model, data, offsetX) {
 
 function stepNode(s, i, select) {
   const first = s.text.split("\n", 1)[0];
-  const summary = h("summary", {}, h("span", { class: "tv-num", text: `${i + 1}` }),
-    s.marker ? h("mark", { text: s.marker }) : null, s.marker ? " " : null,
-    (s.marker && first.toLowerCase().startsWith(s.marker.toLowerCase()) ? first.slice(s.marker.length) : first).slice(0, 160),
+  const opens = s.opens_with_marker && s.marker;
+  const preview = h("span", { class: "tv-prev" }, opens ? h("mark", { text: s.marker }) : null,
+    (opens ? first.slice(s.marker.length) : first).slice(0, 200));
+  const flag = s.marker && !opens ? h("mark", { class: "tv-flag", text: s.marker, title: "backtracking marker inside" }) : null;
+  const summary = h("summary", {}, h("span", { class: "tv-num", text: `${i + 1}` }), preview, flag,
     h("span", { class: "tv-size", text: `${s.end - s.start} tok` }));
   const node = h("details", { class: `tv-step${s.backtrack ? " back" : ""}`, "data-i": i }, summary);
   summary.addEventListener("click", () => select(i));
