@@ -34,7 +34,7 @@ __all__ = ['BACKTRACK_MARKERS', 'STEP_OPENERS', 'marker_spans', 'ThinkingStep', 
 
 # %% ../nbs/17_stepper.ipynb #9861f7b1
 BACKTRACK_MARKERS = ("wait", "alternatively", "let me double-check", "let me check", "let me verify",
-                     "let me reconsider", "actually", "hmm", "on second thought", "hold on", "but no")
+                     "let me reconsider", "actually", "hmm", "on second thought", "hold on", "i made a mistake")
 # besides paragraphs, a new step starts at a line that opens with one of these (or with a number: "2.", "Step 3")
 STEP_OPENERS = ("first", "next", "then", "now", "so", "therefore", "finally")
 
