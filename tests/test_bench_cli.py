@@ -60,3 +60,19 @@ def test_bench_sandbox_quick_run():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "warm print(1) round trip, median of 20" in r.stdout and "results correct" in r.stdout
     assert "| zombie processes at the end | 0 | 0 |" in r.stdout
+
+
+def test_bench_widgets_quick_python_figures():
+    # the widgets benchmark's Python half: build time and bytes for the browser of each widget, each with its verdict
+    import re
+    r = run("benchmarks/bench_widgets.py", "--quick", "--no-browser", timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = r.stdout
+    for w in ("RoutingExplorer top1", "RoutingExplorer full", "ThinkingViewer", "TIRStepper"):
+        assert re.search(rf"^(PASS|FAIL)  build {w} +synthetic_trace\(32768\): \d+\.\d+ s median, .*\(goal <= 0\.2 s\)$", out, re.M), (w, out)
+        assert re.search(rf"^(PASS|FAIL)  build {w} +demo_tir_0\.0\.1 \(507 tokens\): \d+\.\d+ s median", out, re.M), (w, out)
+    for w, goal in (("RoutingExplorer top1", 2), ("RoutingExplorer full", 10)):
+        assert re.search(rf"^(PASS|FAIL)  bytes {w} +synthetic_trace\(32768\): \d+\.\d+ MB \(binary .*_esm \+ _css [\d.]+ kB apart "
+                         rf"\(goal <= {goal} MB\)$", out, re.M), (w, out)
+    assert "(browser figures skipped: --no-browser)" in out and "== summary:" in out
+    assert "ERROR" not in out
