@@ -111,6 +111,7 @@ function palette(E) {
 }
 
 const css = ([r, g, b], a = 1) => `rgba(${r},${g},${b},${a})`;
+const hex = (rgb) => "#" + rgb.map((v) => v.toString(16).padStart(2, "0")).join("");   // the cheapest colour to parse
 const hexRgb = (h) => [1, 3, 5].map((i) => parseInt(h.slice(i, i + 2), 16));
 const fade = (c, f) => c.map((v) => Math.round(v * f + 255 * (1 - f)));   // toward white: dimmed tokens
 
@@ -172,18 +173,20 @@ function skeleton(el, d) {
 }
 
 function hoverTable(ui, d) {
-  // built once: one row per MoE layer, one cell per sent slot; a hover only rewrites their text
+  // built once: one row per MoE layer, one cell per sent slot. A hover only rewrites what changed: each cell
+  // keeps its Text node (setting .data does not replace the node as textContent does) and what it shows now
   ui.hoverHead = elem("div", "cl-rx-hover-head", ui.hover, "hover a token");
   const table = elem("table", "cl-rx-hover-table", ui.hover);
   ui.hoverCells = [];
   for (let l = 0; l < d.L; l++) {
     const tr = elem("tr", "", table);
     elem("th", "", tr, `L${d.info.moe_layers[l]}`);
-    ui.hoverCells.push(Array.from({ length: d.K }, () => {
-      const td = elem("td", "", tr), sw = elem("span", "cl-rx-swatch", td), txt = elem("span", "", td);
-      return { sw, txt };
-    }));
+    for (let s = 0; s < d.K; s++) {
+      const td = elem("td", "", tr), sw = elem("span", "cl-rx-swatch", td), txt = elem("span", "", td, "");
+      ui.hoverCells.push({ td, sw, text: txt.appendChild(document.createTextNode("")), expert: -1 });
+    }
   }
+  ui.selCell = null;                                     // the cell outlined: the grid's layer and slot
   ui.shared = elem("div", "cl-rx-shared", ui.hover,
     d.info.n_shared_experts ? `+ ${d.info.n_shared_experts} shared expert(s), always on, in every MoE layer` : "no shared expert");
 }
@@ -359,7 +362,24 @@ function textWindow(d, st, capacity) {
   return [s, Math.min(b, s + capacity)];
 }
 
-function drawText(ctx, d, st, ui, geo, pal, mask) {
+function textCache(d, pal) {
+  // the text strip follows the hovered token, so it is redrawn on every hover: each token's shown text and
+  // width are kept once measured (the strip's font never changes), and the box colours are made once
+  const shades = (f) => [...pal.map((c) => css(fade(c, f))), css(fade(UNRECORDED, f))];   // [E] = unrecorded
+  return { text: new Array(d.T), width: new Float32Array(d.T), bright: shades(0.55), dim: shades(0.15) };
+}
+
+function tokenBox(ctx, d, cache, t) {
+  // the width of token t's box in the strip (its shown text is then cache.text[t])
+  if (!cache.width[t]) {
+    cache.text[t] = showable(tokenText(d, t));
+    cache.width[t] = ctx.measureText(cache.text[t]).width + 4;
+  }
+  return cache.width[t];
+}
+
+function drawText(ctx, v) {
+  const { d, st, ui, geo, mask, textCache: cache } = v;
   ctx.setTransform(geo.dpr, 0, 0, geo.dpr, 0, 0);
   ctx.clearRect(0, 0, geo.width, TEXT_LINE * TEXT_LINES + 4);
   ctx.font = "12px ui-monospace, monospace"; ctx.textBaseline = "middle"; ctx.textAlign = "left";
@@ -367,10 +387,10 @@ function drawText(ctx, d, st, ui, geo, pal, mask) {
   const boxes = [];
   let x = 2, line = 0;
   for (let t = a; t < b && line < TEXT_LINES; t++) {
-    const s = showable(tokenText(d, t)), w = ctx.measureText(s).width + 4;
+    const w = tokenBox(ctx, d, cache, t), s = cache.text[t];
     if (x + w > geo.width - 2 && x > 2) { line++; x = 2; if (line >= TEXT_LINES) break; }
-    const e = d.recorded[t] ? at(d, d.experts, st.layer, st.slot, t) : -1, y = line * TEXT_LINE + 2;
-    ctx.fillStyle = css(fade(e < 0 ? UNRECORDED : pal[e], mask[t] ? 0.55 : 0.15));
+    const e = d.recorded[t] ? at(d, d.experts, st.layer, st.slot, t) : d.E, y = line * TEXT_LINE + 2;
+    ctx.fillStyle = (mask[t] ? cache.bright : cache.dim)[e];
     ctx.fillRect(x, y, w - 1, TEXT_LINE - 2);
     if (t === st.hover) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1.5; ctx.strokeRect(x, y, w - 1, TEXT_LINE - 2); }
     ctx.fillStyle = mask[t] ? "#111" : "#999";
@@ -389,24 +409,47 @@ function drawText(ctx, d, st, ui, geo, pal, mask) {
 
 function fmt(x, n = 3) { return Number.isFinite(x) ? x.toFixed(n) : "–"; }
 
-function drawHover(ui, d, st, pal) {
+function hoverLabels(d, pal) {
+  // every string a hover cell can show, made once: the expert ids, their swatch colours, and " w 0.12" /
+  // " s 0.34" for each of the 256 uint8 codes of the weights and scores (a hover then formats no number)
+  const q = d.info.quant;
+  const codes = (plane, p, tag) => (plane ? Array.from({ length: 256 }, (_, c) => ` ${tag} ${fmt(dequant(c, p), 2)}`) : null);
+  return { ids: Array.from({ length: d.E }, (_, e) => String(e)), colors: pal.map(hex),
+           w: codes(d.weights, q && q.weights, "w"), s: codes(d.scores, q && q.scores, "s") };
+}
+
+function setCell(cell, text, expert, colors) {
+  // only what changed is written: each write invalidates style or layout for the next frame
+  if (cell.text.data !== text) cell.text.data = text;
+  if (cell.expert !== expert) {
+    cell.expert = expert;
+    cell.sw.style.backgroundColor = expert < 0 ? "transparent" : colors[expert];   // not the `background` shorthand: half the cost
+  }
+}
+
+function drawHover(ui, d, st, labels) {
+  // the hovered token's routing in every layer and slot. Its entries in a [L][K][T] plane are T apart, so one
+  // index walks them all: no per-cell offset arithmetic, no number formatting (see hoverLabels)
   const t = st.hover;
   if (t < 0 || t >= d.T) { ui.hoverHead.textContent = "hover a token"; return; }
   const k = d.kinds[t], kind = k === NO_SEGMENT ? "no segment" : d.info.segment_kinds[k];
   ui.hoverHead.textContent = `token ${t} ${JSON.stringify(tokenText(d, t))} · ${kind} · logprob ${fmt(d.logprobs[t])}` +
     ` · entropy ${fmt(d.entropies[t])}` + (d.recorded[t] ? "" : " · not recorded (never fed back through the model)");
-  const q = d.info.quant;
-  for (let l = 0; l < d.L; l++)
-    for (let s = 0; s < d.K; s++) {
-      const cell = ui.hoverCells[l][s];
-      if (!d.recorded[t]) { cell.sw.style.background = "transparent"; cell.txt.textContent = ""; continue; }
-      const e = at(d, d.experts, l, s, t);
-      const w = d.weights ? ` w ${fmt(dequant(at(d, d.weights, l, s, t), q.weights), 2)}` : "";
-      const sc = d.scores ? ` s ${fmt(dequant(at(d, d.scores, l, s, t), q.scores), 2)}` : "";
-      cell.sw.style.background = css(pal[e]);
-      cell.txt.textContent = `${e}${w}${sc}`;
-      cell.txt.parentNode.className = l === st.layer && s === st.slot ? "cl-rx-sel" : "";
-    }
+  const { ids, colors, w, s: sc } = labels, cells = ui.hoverCells, n = d.L * d.K;
+  if (!d.recorded[t]) { for (let i = 0; i < n; i++) setCell(cells[i], "", -1, colors); return; }   // the outline stays
+  for (let i = 0, j = t; i < n; i++, j += d.T) {           // i = l * K + s, j: that plane row's entry for t
+    const e = d.experts[j];
+    setCell(cells[i], ids[e] + (w ? w[d.weights[j]] : "") + (sc ? sc[d.scores[j]] : ""), e, colors);
+  }
+  outline(ui, cells[st.layer * d.K + st.slot]);
+}
+
+function outline(ui, cell) {
+  // the cell of the grid's layer and slot is outlined; moving the outline touches two cells, not all of them
+  if (cell === ui.selCell) return;
+  if (ui.selCell) ui.selCell.td.className = "";
+  cell.td.className = "cl-rx-sel";
+  ui.selCell = cell;
 }
 
 // ---------------------------------------------------------------- the load heatmap (layers x experts)
@@ -482,7 +525,8 @@ function geometry(el, ui, d) {
 
 function makeView(el, model, d) {
   const ui = skeleton(el, d), pal = palette(d.E), st = initialState(model, d);
-  const v = { el, model, d, ui, pal, st, mask: filterMask(d, st.segment), geo: null, cols: null, frame: 0 };
+  const v = { el, model, d, ui, pal, st, mask: filterMask(d, st.segment), geo: null, geoStale: true, cols: null, frame: 0,
+              labels: hoverLabels(d, pal), textCache: textCache(d, pal) };
   clampWindow(st, d);
   // the traits may have changed while the planes were inflating: the controls start from them
   ui.layer.value = String(st.layer); ui.slot.value = String(st.slot); ui.segment.value = st.segment;
@@ -492,13 +536,15 @@ function makeView(el, model, d) {
 }
 
 function redraw(v) {
-  // everything but the load heatmap, which only changes with the brush, the segment filter or the layer
+  // everything but the load heatmap, which only changes with the brush, the segment filter or the layer.
+  // The geometry is measured again only when marked stale (a resize, the pointer entering the grid): reading
+  // the element's width forces a layout, which after a hover (the panel's new text) costs more than the drawing
   const t0 = performance.now(), { d, st, ui } = v;
-  v.geo = geometry(v.el, ui, d);
+  if (v.geoStale || !v.geo) { v.geo = geometry(v.el, ui, d); v.geoStale = false; }
   const ctx = ui.grid.getContext("2d");
   v.cols = drawGrid(ctx, v);
   drawOverlays(ctx, d, st, v.geo);
-  drawText(ui.text.getContext("2d"), d, st, ui, v.geo, v.pal, v.mask);
+  drawText(ui.text.getContext("2d"), v);
   v.el.dataset.redrawMs = (performance.now() - t0).toFixed(2);
   v.el.dataset.ready = "1";
 }
@@ -522,12 +568,19 @@ function rowAt(v, clientY) {
   return l >= 0 && l < v.d.L ? l : -1;
 }
 
+function showHover(v) {
+  // the canvases (the hover box, and the text strip, which follows the hovered token) first, the panel's DOM
+  // after: text drawn on a canvas in the page resolves the canvas's style, which after a DOM change forces a
+  // style recalculation inside the handler (measured ~0.4 ms at 32k tokens, full) instead of once per frame
+  v.redraw();
+  drawHover(v.ui, v.d, v.st, v.labels);
+}
+
 function setHover(v, t) {
   if (t === v.st.hover) return;
   const t0 = performance.now();
   v.st.hover = t;
-  drawHover(v.ui, v.d, v.st, v.pal);
-  v.redraw();                                              // the hover box, and the text strip follows it
+  showHover(v);
   v.el.dataset.hoverMs = (performance.now() - t0).toFixed(2);
   push(v.model, { hover: t });
 }
@@ -609,13 +662,13 @@ function onTextMove(v, ev) {
 
 function setLayer(v, l, sync) {
   v.st.layer = l; v.ui.layer.value = String(l);
-  refreshLoad(v); drawHover(v.ui, v.d, v.st, v.pal); v.redraw();
+  showHover(v); refreshLoad(v);
   if (sync) push(v.model, { layer: l });
 }
 
 function setSlot(v, s, sync) {
   v.st.slot = Math.max(0, Math.min(v.d.K - 1, s)); v.ui.slot.value = String(v.st.slot);
-  drawHover(v.ui, v.d, v.st, v.pal); v.redraw();
+  showHover(v);
   if (sync) push(v.model, { slot: v.st.slot });
 }
 
@@ -651,11 +704,12 @@ function listen(v) {
     "change:slot": () => setSlot(v, model.get("slot"), false),
     "change:segment": () => setSegment(v, model.get("segment"), false),
     "change:brush": () => setBrush(v, model.get("brush"), false),
-    "change:hover": () => { const t = model.get("hover"); if (t !== v.st.hover) { v.st.hover = t; drawHover(ui, v.d, v.st, v.pal); v.redraw(); } },
+    "change:hover": () => { const t = model.get("hover"); if (t !== v.st.hover) { v.st.hover = t; showHover(v); } },
     "change:window": () => { const w = model.get("window"); if (w && w.length === 2) { v.st.start = w[0]; v.st.end = w[1]; clampWindow(v.st, v.d); v.redraw(); } },
   };
   for (const [ev, f] of Object.entries(traits)) { model.on(ev, f); on.push(() => model.off(ev, f)); }
-  const ro = new ResizeObserver(() => v.schedule());
+  add(ui.grid, "mouseenter", () => { v.geoStale = true; });   // e.g. the page zoomed (devicePixelRatio) meanwhile
+  const ro = new ResizeObserver(() => { v.geoStale = true; v.schedule(); });
   ro.observe(v.el); on.push(() => ro.disconnect());
   return () => on.forEach((f) => f());
 }
@@ -666,8 +720,7 @@ async function render({ model, el }) {
   const v = makeView(el, model, d);
   const stop = listen(v);
   refreshLoad(v);
-  drawHover(v.ui, d, v.st, v.pal);
-  v.redraw();
+  showHover(v);
   el.__routingExplorer = v;                                // for the browser tests: the view's state, read-only use
   return () => { stop(); cancelAnimationFrame(v.frame); clearTimeout(v.windowTimer); };
 }
