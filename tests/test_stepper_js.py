@@ -240,29 +240,48 @@ def test_python_highlighter(open_widget, traces):
 
 # ---------------------------------------------------------------- ThinkingViewer
 
+# the texts a thinking viewer highlights (CSS Custom Highlight API ranges, no nodes) inside the elements `sel`
+HIGHLIGHTED = """(sel) => { const hl = CSS.highlights.get("cl-tv-mark"), inside = [...document.querySelectorAll(sel)];
+  return [...hl].filter((r) => inside.some((e) => e.contains(r.startContainer))).map((r) => r.toString()); }"""
+
+
 def test_thinking_viewer_on_a_long_run(open_widget, traces):
     from cascade_lab.stepper import ThinkingViewer
     v = ThinkingViewer(traces["big"])
-    g0, g1 = v.span
+    g0, g1, n = *v.span, len(v.steps)
     page = open_widget(v, "thinking_viewer.js")
     nodes = page.evaluate("document.querySelectorAll('#w *').length")
-    assert g1 - g0 > 30_000 and nodes < 20 * len(v.steps) + 100, nodes   # no node per token
+    assert g1 - g0 > 30_000 and n > 30 and nodes < 100, nodes             # not a node per token, nor per step
     strip = page.evaluate(INK, "canvas.tv-strip")
     assert strip["ink"] > 1000 and strip["red"] > 0, strip                 # bars, and the forking tokens in red
-    assert page.locator("details.tv-step").count() == len(v.steps)
+    assert page.locator(".tv-step").count() == 10 and f"steps 1–10 of {n}" in page.inner_text(".tv-pager")
+    assert page.locator("button[title='previous 10 steps']").is_disabled()
     assert page.locator(".tv-text").count() == 0                           # texts are rendered when opened
     shot(page, "thinking-long")
-    i = next(j for j, s in enumerate(v.steps) if len(s["marks"]) >= 2)
-    page.locator("details.tv-step > summary").nth(i).click()
+    i = next(j for j, s in enumerate(v.steps) if len(s["marks"]) >= 2 and j >= 10)
+    while not page.locator(f".tv-step[data-i='{i}']").count(): page.click("button[title='next 10 steps']")
+    assert page.locator(".tv-step").count() == 10
+    page.locator(f".tv-step[data-i='{i}']").click()                          # opens and selects it
     assert page.evaluate("[model.get('selected_step'), model.get('selected')]") == [i, [v.steps[i]["start"], v.steps[i]["end"]]]
-    assert page.locator(f"details.tv-step[data-i='{i}'] .tv-text mark").count() == len(v.steps[i]["marks"])
+    text = v.steps[i]["text"]
+    assert page.inner_text(".tv-text") == text and page.locator(".tv-step.sel").get_attribute("data-i") == str(i)
+    assert page.evaluate(HIGHLIGHTED, ".tv-text") == [text[a:b] for a, b in v.steps[i]["marks"]]   # every marker
+    assert page.locator(".tv-text mark").count() == 0                       # ... and no node for them
     assert "top: expert" in page.inner_text(".tv-top")
     assert page.evaluate(INK, ".tv-routing canvas")["ink"] > 0
     shot(page, "thinking-selected")
+    page.click("button[title='previous 10 steps']")                         # another page, and back: still open
+    assert page.locator(".tv-text").count() == 0 and page.evaluate(HIGHLIGHTED, ".tv-text") == []
+    page.click("button[title='next 10 steps']")
+    assert page.inner_text(".tv-text") == text and len(page.evaluate(HIGHLIGHTED, ".tv-text")) == len(v.steps[i]["marks"])
+    page.locator(f".tv-step[data-i='{i}']").press("Enter")                  # closed from the keyboard
+    assert page.locator(".tv-text").count() == 0 and page.locator(f".tv-step[data-i='{i}']").get_attribute("aria-expanded") == "false"
     box = page.locator("canvas.tv-strip").bounding_box()
-    k = len(v.steps) - 3                                                     # a click on the strip selects its step
+    k = n - 3                                                                # a click on the strip selects its step
     page.mouse.click(box["x"] + box["width"] * ((v.steps[k]["start"] + v.steps[k]["end"]) / 2 - g0) / (g1 - g0), box["y"] + 20)
     assert page.evaluate("[model.get('selected_step'), model.get('selected')]") == [k, [v.steps[k]["start"], v.steps[k]["end"]]]
+    assert page.locator(".tv-step.sel").get_attribute("data-i") == str(k)   # ... its page shown
+    assert f"steps {k // 10 * 10 + 1}–{min(n, k // 10 * 10 + 10)} of {n}" in page.inner_text(".tv-pager")
     page.mouse.move(box["x"] + 0.5, box["y"] + 20)                           # the hovered pixel column's top token
     t = int(page.inner_text(".tv-hover").split()[1])
     assert g0 <= t < g0 + 3 * (g1 - g0) / box["width"] + 1 and f"entropy {v.trace.entropies[t]:.3f}" in page.inner_text(".tv-hover")
@@ -275,6 +294,29 @@ def test_thinking_viewer_header(open_widget, traces):
     page = open_widget(ThinkingViewer(traces["gen"]), "thinking_viewer.js")
     head = page.inner_text(".tv-meta")
     assert "thinking finished" in head and "answer 214" in head and "42 thinking tokens" in head
-    page.locator("details.tv-step > summary").first.click()
+    page.locator(".tv-step").first.click()
     assert page.inner_text(".tv-text") == traces["gen"].steps[0].reasoning
     shot(page, "thinking-demo")
+
+
+def test_thinking_viewer_without_the_highlight_api(browser, site, traces):
+    "Where CSS.highlights is missing (Firefox < 140, Safari < 17.2), the markers are <mark> elements."
+    from cascade_lab.stepper import ThinkingViewer
+    v = ThinkingViewer(traces["big"])
+    ctx = browser.new_context(viewport={"width": 960, "height": 900})
+    try:
+        ctx.add_init_script("Object.defineProperty(CSS, 'highlights', { value: undefined })")
+        page = ctx.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(site.page(v, "thinking_viewer.js"))
+        page.wait_for_selector('#w[data-ready="1"]', timeout=15_000)
+        opening = [j for j in range(10) if v.steps[j]["opens_with_marker"]]
+        assert page.locator(".tv-step mark").count() == len(opening)          # the opening markers in the previews
+        i = next(j for j in range(10) if len(v.steps[j]["marks"]) >= 2)
+        page.locator(f".tv-step[data-i='{i}']").click()
+        text = v.steps[i]["text"]
+        assert page.locator(".tv-text mark").all_inner_texts() == [text[a:b] for a, b in v.steps[i]["marks"]]
+        assert page.inner_text(".tv-text") == text and not errors, errors
+    finally:
+        ctx.close()

@@ -3,7 +3,12 @@
 // summary, layers, num_experts, layer, loads (uint32 [steps, experts] in `layer`), routing_note, selected_step.
 // Written: selected_step and selected (the step's token range), layer.
 // Long runs stay cheap: the per-token figures are drawn on one canvas (a pixel column holds many tokens), and the
-// steps are one node each, their full text rendered only when opened.
+// DOM does not grow with the run: the steps are listed a page (PAGE steps) at a time, each row one element and
+// one text node, a step's full text built only when opened, its backtracking markers highlighted with the CSS
+// Custom Highlight API (ranges, no nodes) where the browser has it.
+
+const PAGE = 10;                                 // step rows on a page
+const HIGHLIGHT = "cl-tv-mark";                  // the name of the markers' highlight, shared by every view
 
 const STYLE = `
 .cl-tv { font: 13px/1.45 var(--jp-ui-font-family, system-ui, sans-serif); color: var(--jp-ui-font-color1, #222);
@@ -15,20 +20,26 @@ const STYLE = `
 .cl-tv canvas.tv-strip { display: block; width: 100%; height: 64px; margin-top: 8px; cursor: pointer; }
 .cl-tv .tv-hover { font: 12px var(--jp-code-font-family, ui-monospace, monospace); color: #555; min-height: 1.5em; white-space: pre; overflow: hidden; }
 .cl-tv .tv-body { display: flex; gap: 12px; align-items: flex-start; }
-.cl-tv .tv-steps { flex: 1; min-width: 0; max-height: 30em; overflow: auto; }
-.cl-tv details.tv-step { border-left: 3px solid transparent; padding: 1px 4px; }
-.cl-tv details.tv-step.back { border-left-color: #e0a100; }
-.cl-tv details.tv-step.sel { background: #eef4ff; border-left-color: #2f6fd0; }
-.cl-tv details.tv-step > summary { cursor: pointer; display: flex; gap: 6px; align-items: baseline; list-style: none; }
-.cl-tv details.tv-step > summary::-webkit-details-marker { display: none; }
-.cl-tv details.tv-step > summary::before { content: "\\25B8"; color: #888; width: .8em; flex: none; }
-.cl-tv details.tv-step[open] > summary::before { content: "\\25BE"; }
-.cl-tv .tv-num { min-width: 1.8em; color: #888; font-variant-numeric: tabular-nums; flex: none; }
-.cl-tv .tv-prev { flex: 1; min-width: 0; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
-.cl-tv .tv-size { color: #999; font-size: 11px; flex: none; }
-.cl-tv mark.tv-flag { flex: none; font-size: 11px; }
-.cl-tv .tv-text { white-space: pre-wrap; padding: 2px 0 6px 2.6em; }
+.cl-tv .tv-list { flex: 1; min-width: 0; }
+.cl-tv .tv-pager { display: flex; gap: 8px; align-items: center; color: #666; font-size: 12px; margin: 2px 0; }
+.cl-tv .tv-pager button { font: inherit; padding: 0 8px; border: 1px solid #bbb; border-radius: 4px; background: #fafafa; cursor: pointer; }
+.cl-tv .tv-pager button:disabled { opacity: .4; cursor: default; }
+.cl-tv .tv-steps { max-height: 30em; overflow: auto; }
+/* a step row: the preview is its only text node; the arrow and number (data-n) and the size, with the marker
+   flagged when one is inside (data-side), are generated content; --side (its length) reserves room for it */
+.cl-tv .tv-step { position: relative; cursor: pointer; border-left: 3px solid transparent; padding: 1px 4px;
+  padding-right: calc(var(--side, 8) * .5em + 12px); white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.cl-tv .tv-step::before { content: "\\25B8\\00a0" attr(data-n); display: inline-block; min-width: 2.6em; margin-right: 6px;
+  color: #888; font-variant-numeric: tabular-nums; }
+.cl-tv .tv-step.open::before { content: "\\25BE\\00a0" attr(data-n); }
+.cl-tv .tv-step::after { content: attr(data-side); position: absolute; right: 4px; top: 1px; color: #999; font-size: 11px; }
+.cl-tv .tv-step.flag::after { color: #7a5600; }
+.cl-tv .tv-step.back { border-left-color: #e0a100; }
+.cl-tv .tv-step.sel { background: #eef4ff; border-left-color: #2f6fd0; }
+.cl-tv .tv-step:focus-visible { outline: 1px solid #2f6fd0; outline-offset: -1px; }
+.cl-tv .tv-text { white-space: pre-wrap; padding: 2px 0 6px 2.9em; }
 .cl-tv mark { background: #ffe08a; border-radius: 2px; padding: 0 1px; }
+::highlight(cl-tv-mark) { background-color: #ffe08a; }
 .cl-tv .tv-routing { width: 270px; flex: none; }
 .cl-tv .tv-routing select { font: inherit; max-width: 100%; }
 .cl-tv .tv-label { font-size: 11px; text-transform: uppercase; letter-spacing: .04em; color: #888; margin: 6px 0 2px; }
@@ -68,6 +79,30 @@ export function markedText(text, marks) {
   }
   frag.append(text.slice(at));
   return frag;
+}
+
+// Markers are highlighted without a node each: Range objects over the text node, in one Highlight shared by every
+// view (CSS.highlights is per document); each view removes its own ranges when it drops their text. Browsers
+// without the API get <mark>s.
+const canHighlight = typeof CSS !== "undefined" && !!CSS.highlights && typeof Highlight === "function";
+
+function sharedHighlight() {
+  let hl = CSS.highlights.get(HIGHLIGHT);
+  if (!hl) { hl = new Highlight(); CSS.highlights.set(HIGHLIGHT, hl); }
+  return hl;
+}
+
+/** `text` with the [start, end) spans `marks` highlighted: one Text node, its ranges added to `ranges` (to be
+ * registered by the caller), or without the Highlight API a fragment with <mark>s. */
+export function highlightedText(text, marks, ranges) {
+  if (!canHighlight) return markedText(text, marks);
+  const node = document.createTextNode(text);
+  for (const [a, b] of marks || []) {
+    const r = new Range();
+    r.setStart(node, Math.min(a, text.length)); r.setEnd(node, Math.min(b, text.length));
+    ranges.push(r);
+  }
+  return node;
 }
 
 /** Index of the step holding trace token `t` (steps sorted by start), or -1. */
@@ -138,20 +173,35 @@ function tokenAt(canvas, model, data, offsetX) {
   return best < n ? g0 + best : -1;
 }
 
-function stepNode(s, i, select) {
+// a step's row: one element, its first line the only text node (an opening marker highlighted). The number, the
+// open/closed arrow, the size and a marker found inside are CSS generated content from its data-* attributes.
+function stepRow(s, i, open, ranges) {
   const first = s.text.split("\n", 1)[0];
-  const opens = s.opens_with_marker && s.marker;
-  const preview = h("span", { class: "tv-prev" }, opens ? h("mark", { text: s.marker }) : null,
-    (opens ? first.slice(s.marker.length) : first).slice(0, 200));
-  const flag = s.marker && !opens ? h("mark", { class: "tv-flag", text: s.marker, title: "backtracking marker inside" }) : null;
-  const summary = h("summary", {}, h("span", { class: "tv-num", text: `${i + 1}` }), preview, flag,
-    h("span", { class: "tv-size", text: `${s.end - s.start} tok` }));
-  const node = h("details", { class: `tv-step${s.backtrack ? " back" : ""}`, "data-i": i }, summary);
-  summary.addEventListener("click", () => select(i));
-  node.addEventListener("toggle", () => {
-    if (node.open && !node.querySelector(".tv-text")) node.append(h("div", { class: "tv-text" }, markedText(s.text, s.marks)));
-  });
-  return node;
+  const opens = s.opens_with_marker && s.marker && s.marks.length ? s.marks[0] : null;
+  const inside = s.marker && !opens ? s.marker : null;
+  const side = `${inside ? inside + " \u00b7 " : ""}${s.end - s.start} tok`;
+  const preview = first.slice(0, 200 + (opens ? opens[1] : 0));
+  return h("div", { class: `tv-step${s.backtrack ? " back" : ""}${inside ? " flag" : ""}${open ? " open" : ""}`,
+    role: "button", tabindex: 0, "aria-expanded": String(open), "data-i": i, "data-n": i + 1, "data-side": side,
+    style: `--side: ${side.length}`, title: inside ? `backtracking marker inside: ${inside}` : null },
+    highlightedText(preview, opens ? [opens] : [], ranges));
+}
+
+// the opened step's whole text, its markers highlighted
+const stepText = (s, ranges) => h("div", { class: "tv-text" }, highlightedText(s.text, s.marks, ranges));
+
+// "steps 11-20 of 65" between the previous / next page buttons: built once, `update` sets its label and buttons
+// (its nodes stay, so a button keeps the keyboard focus from page to page)
+function pager(go) {
+  const prev = h("button", { text: "\u2039", title: `previous ${PAGE} steps`, onclick: () => go(-1) });
+  const next = h("button", { text: "\u203a", title: `next ${PAGE} steps`, onclick: () => go(1) });
+  const label = document.createTextNode("");
+  return { node: h("div", { class: "tv-pager" }, prev, label, next),
+    update(page, n) {
+      const a = page * PAGE;
+      label.data = n ? `steps ${a + 1}\u2013${Math.min(n, a + PAGE)} of ${n}` : "no steps";
+      prev.disabled = page <= 0; next.disabled = a + PAGE >= n;
+    } };
 }
 
 function routingPanel(model) {
@@ -173,6 +223,71 @@ function routingPanel(model) {
   return panel;
 }
 
+// ---------------------------------------------------------------- the step list, a page at a time
+
+// The list of the steps, PAGE rows at a time: its DOM stays this size however long the run. Its state: the page
+// shown, the steps opened (kept across pages) and the highlight ranges of what is on screen (dropped with it).
+// A click (or Enter / Space) on a row opens or closes it and selects the step.
+function stepList(model, select) {
+  const steps = () => model.get("steps") || [];
+  const open = new Set(), texts = new Map();            // texts: step -> { div, ranges } of the opened ones on this page
+  let page = 0, rowRanges = [];
+  const box = h("div", { class: "tv-steps" });
+  const bar = pager((dir) => { page += dir; draw(); box.scrollTop = 0; });
+  const node = h("div", { class: "tv-list" }, bar.node, box);
+  const addRanges = (rs) => { if (canHighlight) for (const r of rs) sharedHighlight().add(r); };
+  const dropRanges = (rs) => { if (canHighlight) for (const r of rs) sharedHighlight().delete(r); };
+
+  function showText(row, i) {
+    const ranges = [], div = stepText(steps()[i], ranges);
+    row.after(div); addRanges(ranges); texts.set(i, { div, ranges });
+  }
+  function hideText(i) {
+    const t = texts.get(i);
+    if (t) { t.div.remove(); dropRanges(t.ranges); texts.delete(i); }
+  }
+  function draw() {
+    for (const i of [...texts.keys()]) hideText(i);
+    dropRanges(rowRanges); rowRanges = [];
+    const all = steps(), rows = [];
+    for (let i = page * PAGE; i < Math.min(all.length, (page + 1) * PAGE); i++)
+      rows.push(stepRow(all[i], i, open.has(i), rowRanges));
+    box.replaceChildren(...(rows.length ? rows : [h("div", { text: "no reasoning in this step" })]));
+    addRanges(rowRanges);
+    for (const row of rows) if (open.has(Number(row.dataset.i))) showText(row, Number(row.dataset.i));
+    bar.update(page, all.length);
+    marks();
+  }
+  function marks() {                                    // the selected step's row
+    const sel = model.get("selected_step");
+    for (const row of box.querySelectorAll(".tv-step")) row.classList.toggle("sel", Number(row.dataset.i) === sel);
+  }
+  function toggle(row) {
+    const i = Number(row.dataset.i), opening = !open.has(i);
+    if (opening) { open.add(i); showText(row, i); } else { open.delete(i); hideText(i); }
+    row.classList.toggle("open", opening); row.setAttribute("aria-expanded", String(opening));
+    select(i);
+  }
+  const rowOf = (e) => e.target.closest && e.target.closest(".tv-step");
+  box.addEventListener("click", (e) => { const row = rowOf(e); if (row) toggle(row); });
+  box.addEventListener("keydown", (e) => {
+    const row = rowOf(e);
+    if (row && (e.key === "Enter" || e.key === " ")) { e.preventDefault(); toggle(row); }
+  });
+  return {
+    node, marks,
+    /** a new list of steps: all closed, on the page of the selected step */
+    reset() { open.clear(); const i = model.get("selected_step"); page = i >= 0 && i < steps().length ? Math.floor(i / PAGE) : 0; draw(); },
+    /** step i's row, its page shown first (a selection made elsewhere: the strip, the kernel, a linked view) */
+    show(i) {
+      if (i < 0 || i >= steps().length) return null;
+      if (Math.floor(i / PAGE) !== page) { page = Math.floor(i / PAGE); draw(); }
+      return box.querySelector(`.tv-step[data-i="${i}"]`);
+    },
+    destroy() { for (const i of [...texts.keys()]) hideText(i); dropRanges(rowRanges); rowRanges = []; },
+  };
+}
+
 // ---------------------------------------------------------------- the widget
 
 export default {
@@ -181,26 +296,26 @@ export default {
     el.append(root);
     let data = { ent: new Float32Array(0), lp: new Float32Array(0) };
     const head = h("div"), canvas = h("canvas", { class: "tv-strip" }), hover = h("div", { class: "tv-hover", text: " " });
-    let side = h("div");
-    const list = h("div", { class: "tv-steps" }), body = h("div", { class: "tv-body" }, list, side);
-    root.append(head, canvas, hover, body);
     const select = (i) => {
       const s = (model.get("steps") || [])[i];
       model.set("selected_step", s ? i : -1); model.set("selected", s ? [s.start, s.end] : []); model.save_changes();
     };
+    const list = stepList(model, select);
+    let side = h("div");
+    root.append(head, canvas, hover, h("div", { class: "tv-body" }, list.node, side));
     const strip = () => drawStrip(canvas, model, data);
     const marks = () => {
-      for (const d of list.children) d.classList.toggle("sel", Number(d.dataset.i) === model.get("selected_step"));
+      list.marks();
       strip();
       const panel = routingPanel(model);
       side.replaceWith(panel);
       side = panel;
     };
+    const selected = () => { list.show(model.get("selected_step")); marks(); };
     const all = () => {
       data = { ent: floats(model.get("entropy")), lp: floats(model.get("logprob")) };
       head.replaceChildren(header(model));
-      const steps = model.get("steps") || [];
-      list.replaceChildren(...(steps.length ? steps.map((s, i) => stepNode(s, i, select)) : [h("div", { text: "no reasoning in this step" })]));
+      list.reset();
       marks();
     };
     canvas.addEventListener("mousemove", (e) => {
@@ -211,15 +326,18 @@ export default {
     });
     canvas.addEventListener("click", (e) => {
       const i = stepAt(model.get("steps") || [], tokenAt(canvas, model, data, e.offsetX));
-      if (i >= 0) { select(i); const d = list.children[i]; if (d && d.scrollIntoView) d.scrollIntoView({ block: "nearest" }); }
+      if (i < 0) return;
+      select(i);
+      const row = list.show(i);                        // (the change event shows it too; a model that does not echo)
+      if (row && row.scrollIntoView) row.scrollIntoView({ block: "nearest" });
     });
     const handlers = [["change:steps change:entropy change:logprob change:summary change:span change:forking", all],
-      ["change:selected_step change:loads change:layer change:layers", marks]];
+      ["change:selected_step", selected], ["change:loads change:layer change:layers", marks]];
     for (const [ev, f] of handlers) model.on(ev, f);
     const resize = typeof ResizeObserver === "undefined" ? null : new ResizeObserver(() => strip());
     if (resize) resize.observe(canvas);
     all();
     el.dataset.ready = "1";
-    return () => { for (const [ev, f] of handlers) model.off(ev, f); if (resize) resize.disconnect(); };
+    return () => { for (const [ev, f] of handlers) model.off(ev, f); if (resize) resize.disconnect(); list.destroy(); };
   },
 };
