@@ -312,13 +312,10 @@ def test_routing_explorer_hover_layer_segment_brush(lab_server, lab_page, trace)
              interactions=time.monotonic() - t0)
 
 
-TEXT_STRIP_BUG = (
-    "widget bug (routing_explorer.js, textWindow): with more than 400 tokens in view, the text strip starts at "
-    "min(hovered - 15, view end - 400) but only ~100 tokens fit in its 3 lines, so a hovered token among the view's "
-    "last ~300 is not on the strip (demo trace zoomed out: hovering any token after ~201 shows tokens 107-201)")
+# Was a widget bug (textWindow started the strip at min(hovered - 15, view end - 400) while only ~100 tokens fit its
+# 3 lines, so a hovered token among the view's last ~300 was not shown); this test failed until it was fixed.
 
 
-@pytest.mark.xfail(strict=True, reason=TEXT_STRIP_BUG)
 def test_routing_explorer_text_strip_shows_hovered_token(lab_server, lab_page, trace):
     "The text strip under the grid follows the hovered token (the caption names the tokens it shows)."
     lp, r = lab_page, trace.routing

@@ -358,7 +358,9 @@ function textWindow(d, st, capacity) {
   const a = Math.max(0, Math.floor(st.start)), b = Math.min(d.T, Math.ceil(st.end));
   if (b - a <= capacity) return [a, b];
   const c = st.hover >= a && st.hover < b ? st.hover : a;
-  const s = Math.max(a, Math.min(c - 15, b - capacity));       // the hovered token on the first line
+  // the hovered token on the first line: only ~100 tokens fit the strip's lines, far fewer than `capacity`, so
+  // the start is never pulled back toward the view's end (that hid the hovered token near the end)
+  const s = Math.max(a, c - 15);
   return [s, Math.min(b, s + capacity)];
 }
 
