@@ -555,6 +555,7 @@ function refreshLoad(v) {
   const t0 = performance.now();
   drawLoad(v.ui, v.d, v.st, v.mask);
   v.el.dataset.loadMs = (performance.now() - t0).toFixed(2);
+  showLoadCell(v);                                          // the readout follows new counts (brush, filter)
 }
 
 // ---------------------------------------------------------------- interaction
@@ -647,10 +648,19 @@ function onUp(v, ev) {
 }
 
 function onLoadMove(v, ev) {
-  // the heatmap cell under the pointer, in words
-  const r = v.ui.load.getBoundingClientRect(), n = v.ui.loadNumbers, { d } = v;
-  const e = Math.floor((ev.clientX - r.left) / n.cw), l = Math.floor((ev.clientY - r.top) / n.ch);
+  // the heatmap cell under the pointer (measured inside the canvas' border), remembered for later refreshes
+  const c = v.ui.load, r = c.getBoundingClientRect(), n = v.ui.loadNumbers, { d } = v;
+  const e = Math.floor((ev.clientX - r.left - c.clientLeft) / n.cw), l = Math.floor((ev.clientY - r.top - c.clientTop) / n.ch);
   if (e < 0 || e >= d.E || l < 0 || l >= d.L) return;
+  v.ui.loadCell = [l, e];
+  showLoadCell(v);
+}
+
+function showLoadCell(v) {
+  // the pointed cell's count, in words, from the counts the heatmap shows now
+  const cell = v.ui.loadCell, n = v.ui.loadNumbers, { d } = v;
+  if (!cell || !n) return;
+  const [l, e] = cell;
   v.ui.loadHover.textContent = `layer ${d.info.moe_layers[l]}, expert ${e}: chosen ${n.load[l * d.E + e].toLocaleString()} times`;
 }
 
