@@ -17,7 +17,7 @@ import numpy as np
 from fastcore.basics import patch
 
 from .chat import STOP_TOKEN_IDS
-from .parse import AssistantTurn, StreamParser, parse_output
+from .parse import AssistantTurn, StreamParser
 from .trace import ModelInfo, Routing, Segment, Step, Trace, char_offsets, segments_from_turn, _now
 
 # %% auto #0

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chat import STOP_TOKEN_IDS, render_chat
+from .chat import render_chat
 from .parse import AssistantTurn
 from .record import (RunRecorder, RunStarted, SamplingParams, StepFinished, StepGenerated, StepOutput,
                                 StepStream, text_stream, token_strings)
