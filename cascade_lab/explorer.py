@@ -18,10 +18,13 @@ import traitlets
 from fastcore.basics import patch
 
 from .trace import SEGMENT_KINDS, Routing, Trace
-from .views import SEGMENT_COLORS, entropy_figure, expert_load, load_balance, load_figure
+from .views import (SEGMENT_COLORS, coactivation, entropy_by_layer, entropy_figure, expert_load, expert_vocabulary,
+                               layer_figure, load_balance, load_figure, matrix_figure, routing_entropy, to_dataframe,
+                               transitions, vocabulary_figure)
 
 # %% auto #0
-__all__ = ['DETAILS', 'JS_DIR', 'quantise', 'dequantise', 'pack', 'unpack', 'RoutingExplorer', 'show']
+__all__ = ['DETAILS', 'ENTROPY_LEVELS', 'JS_DIR', 'PANELS', 'FIGURES', 'quantise', 'dequantise', 'pack', 'unpack',
+           'RoutingExplorer', 'show']
 
 # %% ../nbs/16_explorer.ipynb #858beb6f
 _F16 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)   # every float16, by bit pattern
@@ -50,7 +53,8 @@ def dequantise(q: np.ndarray, p: dict) -> np.ndarray:
 # %% ../nbs/16_explorer.ipynb #6890169d
 DETAILS = ("top1", "full")
 _NO_SEGMENT = 255
-_ROUTING_PLANES = ("experts", "weights", "scores")
+_ROUTING_PLANES = ("experts", "weights", "scores", "rentropy")
+ENTROPY_LEVELS = 16                # routing entropy per token and layer: 16 levels are plenty for a strip or a mean
 _TOKEN_PLANES = ("kinds", "recorded", "logprobs", "entropies", "text", "offsets")
 
 def _deflate(a: np.ndarray) -> bytes:
@@ -78,6 +82,14 @@ def _routing_jobs(r: Routing, detail: str) -> dict:
     if r.weights is not None: jobs["weights"] = lambda: _quantised_plane(r.weights[:, :, :K], delta=False)
     if detail == "full" and r.scores is not None: jobs["scores"] = lambda: _quantised_plane(r.scores, delta=True)
     return jobs
+
+def _entropy_plane(trace: Trace) -> tuple[np.ndarray, dict]:
+    """The routing entropy (`views.routing_entropy`) as layer-major [L, T] codes 0..15 of ln k / 15 (255: none).
+    Sent at both levels: the browser cannot compute it from the top-1 weight alone."""
+    h, k = routing_entropy(trace), trace.routing.k
+    scale = float(np.log(k)) / (ENTROPY_LEVELS - 1) if k > 1 else 1.0
+    q = np.where(np.isnan(h), 255, np.clip(np.rint(np.nan_to_num(h) / scale), 0, ENTROPY_LEVELS - 1)).astype(np.uint8)
+    return np.ascontiguousarray(q.T), {"lo": 0.0, "scale": scale, "levels": ENTROPY_LEVELS}
 
 def _run_job(job) -> tuple[bytes, dict | None]:
     "One plane, built and deflated (in a worker thread: numpy's copies and zlib let go of the GIL)."
@@ -111,11 +123,13 @@ def _info(trace: Trace, detail: str, quant: dict, planes: dict) -> dict:
 # %% ../nbs/16_explorer.ipynb #f23ef2b1
 def pack(trace: Trace, detail: str = "top1") -> dict:
     """The explorer's trait values for `trace`: `info` (JSON) and the binary planes (bytes) described above.
-    `detail`: "top1" (the top-1 expert and its weight) or "full" (all k experts, weights and scores)."""
+    `detail`: "top1" (the top-1 expert and its weight) or "full" (all k experts, weights and scores); both
+    carry the routing entropy of every token and layer (16 levels)."""
     if detail not in DETAILS: raise ValueError(f"detail must be one of {DETAILS}, got {detail!r}")
     if not isinstance(trace, Trace): raise ValueError(f"pack takes a Trace, got {type(trace).__name__}")
     if trace.routing is None: raise ValueError(f"this trace has no routing ({trace.routing_note}): nothing to explore")
     jobs = _routing_jobs(trace.routing, detail)
+    if trace.routing.weights is not None: jobs["rentropy"] = lambda: _entropy_plane(trace)
     with ThreadPoolExecutor(len(jobs)) as pool:
         done = dict(zip(jobs, pool.map(_run_job, jobs.values())))
         tokens = _token_planes(trace)                    # meanwhile, in this thread
@@ -127,7 +141,7 @@ def _inflate(b: bytes, info: dict, name: str) -> bytes:
     return zlib.decompress(b) if b and info["encoding"].get(name) == "deflate" else b
 
 def _routing_arrays(p: dict) -> dict:
-    "experts, weights, scores as [tokens, layers, slots] (weights and scores dequantised; None when absent)."
+    "experts, weights, scores as [tokens, layers, slots] (weights and scores dequantised; None when absent); rentropy [tokens, layers]."
     info = p["info"]
     T, L, K = info["n_tokens"], len(info["moe_layers"]), info["slots"]
     plane = lambda n, dt: np.frombuffer(_inflate(p[n], info, n), dt).reshape(L, K, T)
@@ -137,10 +151,16 @@ def _routing_arrays(p: dict) -> dict:
         q = plane("scores", np.uint8).copy()
         for s in range(1, K): q[:, s] = q[:, s - 1] - q[:, s]      # undo the slot deltas (mod 256)
         out["scores"] = dequantise(q, info["quant"]["scores"])
-    return {k: None if v is None else np.ascontiguousarray(v.transpose(2, 0, 1)) for k, v in out.items()}
+    out = {k: None if v is None else np.ascontiguousarray(v.transpose(2, 0, 1)) for k, v in out.items()}
+    out["rentropy"] = None
+    if p.get("rentropy"):
+        q, qp = np.frombuffer(_inflate(p["rentropy"], info, "rentropy"), np.uint8).reshape(L, T).T, info["quant"]["rentropy"]
+        out["rentropy"] = np.where(q == 255, np.float32(np.nan), q.astype(np.float32) * np.float32(qp["scale"]))
+    return out
 
 def unpack(packed: dict) -> dict:
     """numpy arrays from `pack`'s output (or a widget's traits): experts, weights, scores [tokens, layers, slots];
+    rentropy (routing entropy, float32 [tokens, layers], NaN: none);
     kinds (uint8, 255: none), recorded (bool), logprobs, entropies (float32) [tokens]; tokens (strings); info."""
     info, T = packed["info"], packed["info"]["n_tokens"]
     off = np.frombuffer(packed["offsets"], "<u4")
@@ -156,11 +176,12 @@ JS_DIR = Path(__file__).parent / "js" if "__file__" in globals() else Path("../c
 
 class RoutingExplorer(anywidget.AnyWidget):
     """Explore a trace's routing in the browser: a token x MoE-layer grid coloured by expert, zoom and pan,
-    hover details, a segment filter, brushing, and the load heatmap of what is selected."""
+    hover details, a segment filter, brushing, and side panels over what is selected: expert load, routing
+    entropy, co-activation, layer transitions and an expert's vocabulary."""
     _esm = JS_DIR / "routing_explorer.js"
     _css = JS_DIR / "routing_explorer.css"
     info = traitlets.Dict().tag(sync=True)
-    experts, weights, scores = (traitlets.Bytes(b"").tag(sync=True) for _ in range(3))
+    experts, weights, scores, rentropy = (traitlets.Bytes(b"").tag(sync=True) for _ in range(4))
     kinds, recorded, logprobs, entropies, text, offsets = (traitlets.Bytes(b"").tag(sync=True) for _ in range(6))
     layer = traitlets.Int(0).tag(sync=True)
     slot = traitlets.Int(0).tag(sync=True)
@@ -168,13 +189,15 @@ class RoutingExplorer(anywidget.AnyWidget):
     brush = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
     hover = traitlets.Int(-1).tag(sync=True)
     window = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
+    panel = traitlets.Unicode("load").tag(sync=True)
+    expert = traitlets.Int(-1).tag(sync=True)
 
     def __init__(self, trace: Trace, detail: str = "top1", **view):
         packed = pack(trace, detail)
         self.trace = trace
         super().__init__(**packed, **{"window": [0, len(trace)] if len(trace) else [], **view})
 
-    @traitlets.validate("layer", "slot", "segment", "brush", "hover", "window")
+    @traitlets.validate("layer", "slot", "segment", "brush", "hover", "window", "panel", "expert")
     def _valid_view(self, proposal):
         return _check_view(proposal["trait"].name, proposal["value"], self.info)
 
@@ -185,16 +208,19 @@ class RoutingExplorer(anywidget.AnyWidget):
                 f"{which} of {i['num_experts']} experts; {self.nbytes:,} bytes for the browser)")
 
 # %% ../nbs/16_explorer.ipynb #eec70e2a
+PANELS = ("load", "entropy", "coactivation", "transitions", "vocabulary")
+
 def _check_view(name: str, v, info: dict):
     "A view-state value, checked against the packed trace: a clear error instead of a blank view."
-    T, L, K = info.get("n_tokens", 0), len(info.get("moe_layers", [])), info.get("slots", 1)
+    T, L, K, E = info.get("n_tokens", 0), len(info.get("moe_layers", [])), info.get("slots", 1), info.get("num_experts", 0)
     ok = {"layer": lambda: 0 <= v < max(L, 1), "slot": lambda: 0 <= v < K, "hover": lambda: -1 <= v < T,
-          "segment": lambda: v == "" or v in SEGMENT_KINDS,
+          "segment": lambda: v == "" or v in SEGMENT_KINDS, "panel": lambda: v in PANELS, "expert": lambda: -1 <= v < E,
           "brush": lambda: v == [] or (len(v) == 2 and 0 <= v[0] < v[1] <= T),
           "window": lambda: v == [] or (len(v) == 2 and 0 <= v[0] < v[1] <= max(T, 1))}[name]
     if not info or ok(): return v
     want = {"layer": f"a MoE layer position in 0..{L - 1}", "slot": f"a slot in 0..{K - 1} (detail {info.get('detail')!r})",
             "hover": f"a token in 0..{T - 1}, or -1", "segment": f"'' or one of {SEGMENT_KINDS}",
+            "panel": f"one of {PANELS}", "expert": f"an expert id in 0..{E - 1}, or -1 (the busiest)",
             "brush": f"[] or [start, end) with 0 <= start < end <= {T}", "window": f"[start, end) with 0 <= start < end <= {T}"}
     raise traitlets.TraitError(f"RoutingExplorer.{name} must be {want[name]}, got {v!r}")
 
@@ -229,17 +255,81 @@ def balance(self: RoutingExplorer, range=None, segment=None) -> dict:
     "`views.load_balance` of `load(range, segment)`: max/mean, CV and unused experts per layer."
     return load_balance(self.load(range, segment))
 
-# %% ../nbs/16_explorer.ipynb #fddc1db5
+# %% ../nbs/16_explorer.ipynb #b2c0e001
 @patch
-def figure(self: RoutingExplorer, what: str = "load", range=None, segment=None, weighted: bool = False):
-    """A plotly figure of what the view shows: "load" (the layers x experts heatmap of `load(...)`) or
-    "entropy" (the routing entropy along the run, for the selected layer)."""
-    if what == "entropy": return entropy_figure(self.trace, layer=self.layer)
-    if what != "load": raise ValueError(f"figure shows 'load' or 'entropy', got {what!r}")
+def _layer_of(self: RoutingExplorer, layer) -> int:
+    "A MoE layer position: `layer`, or the view's when None."
+    return self.layer if layer is None else layer
+
+@patch
+def entropy(self: RoutingExplorer, range=None, segment=None) -> np.ndarray:
+    "[MoE layers]: the mean routing entropy (nats) of the selected tokens (`views.entropy_by_layer`)."
     tokens, seg = self._selection(range, segment)
-    where = ("whole run" if tokens is None else f"tokens {tokens.start}-{tokens.stop}") + (f", {seg} only" if seg else "")
+    return entropy_by_layer(self.trace, tokens=tokens, segment=seg)
+
+@patch
+def coactivation(self: RoutingExplorer, range=None, segment=None, layer=None) -> np.ndarray:
+    "[E, E]: how often two experts were chosen together in `layer` (default: the view's), `views.coactivation`."
+    tokens, seg = self._selection(range, segment)
+    return coactivation(self.trace, self._layer_of(layer), tokens=tokens, segment=seg)
+
+@patch
+def transitions(self: RoutingExplorer, range=None, segment=None, layer=None, slot=None) -> np.ndarray:
+    """[E, E]: expert i in `layer` (default: the view's) followed by expert j in the next MoE layer, in `slot`
+    (default: the view's), `views.transitions`."""
+    tokens, seg = self._selection(range, segment)
+    return transitions(self.trace, self._layer_of(layer), tokens=tokens, segment=seg, slot=self.slot if slot is None else slot)
+
+@patch
+def vocabulary(self: RoutingExplorer, expert=None, top: int = 20, range=None, segment=None, layer=None) -> list[dict]:
+    """The token strings routed most to `expert` (default: the view's pick, else the busiest of the layer) in
+    `layer`, in any of the k slots (`views.expert_vocabulary`; the browser counts the slots it was sent)."""
+    tokens, seg = self._selection(range, segment)
+    l = self._layer_of(layer)
+    if expert is None: expert = self.expert if self.expert >= 0 else int(self.load(range, segment)[l].argmax())
+    return expert_vocabulary(self.trace, l, expert, top=top, tokens=tokens, segment=seg)
+
+# %% ../nbs/16_explorer.ipynb #fddc1db5
+FIGURES = ("load", "entropy", "entropy_by_layer", "coactivation", "transitions", "vocabulary")
+
+@patch
+def _where(self: RoutingExplorer, range=None, segment=None) -> str:
+    tokens, seg = self._selection(range, segment)
+    return ("whole run" if tokens is None else f"tokens {tokens.start}-{tokens.stop}") + (f", {seg} only" if seg else "")
+
+@patch
+def figure(self: RoutingExplorer, what: str | None = None, range=None, segment=None, weighted: bool = False):
+    """A plotly figure of a panel, over the view's selection (or `range` / `segment`) and layer: `what` is one of
+    `FIGURES` ("entropy": along the run; "entropy_by_layer": the panel's bars); default: the panel shown."""
+    what = what or {"entropy": "entropy_by_layer"}.get(self.panel, self.panel)
+    if what not in FIGURES: raise ValueError(f"figure shows one of {FIGURES}, got {what!r}")
+    r, l, where = self.trace.routing, self.layer, self._where(range, segment)
+    if what == "entropy": return entropy_figure(self.trace, layer=l)
+    if what == "entropy_by_layer":
+        return layer_figure(self.entropy(range, segment), r.layers, f"Mean routing entropy by layer, {where}", "nats")
+    if what == "coactivation": return matrix_figure(self.coactivation(range, segment), f"Co-activation in layer {r.layers[l]}, {where}")
+    if what == "transitions":
+        return matrix_figure(self.transitions(range, segment), f"Transitions, layer {r.layers[l]} -> {r.layers[l + 1]}, {where}",
+                             y_title=f"expert in layer {r.layers[l]}", x_title=f"expert in layer {r.layers[l + 1]}", row_share=True)
+    if what == "vocabulary":
+        rows = self.vocabulary(range=range, segment=segment)
+        e = self.expert if self.expert >= 0 else int(self.load(range, segment)[l].argmax())
+        return vocabulary_figure(rows, f"Vocabulary of expert {e} in layer {r.layers[l]}, {where}")
     title = f"{'Weighted expert' if weighted else 'Expert'} load, {where}"
-    return load_figure(self.load(range, segment, weighted), title=title, layers=self.trace.routing.layers)
+    return load_figure(self.load(range, segment, weighted), title=title, layers=r.layers)
+
+@patch
+def to_dataframe(self: RoutingExplorer, what: str | None = None, range=None, segment=None):
+    """A panel's numbers as a pandas DataFrame (pandas is optional), over the same selection as `figure`:
+    "load", "entropy_by_layer", "coactivation", "transitions" or "vocabulary" (default: the panel shown)."""
+    what = what or {"entropy": "entropy_by_layer"}.get(self.panel, self.panel)
+    layers = {"load": ["layer", "expert"], "entropy_by_layer": ["layer"], "coactivation": ["expert_i", "expert_j"],
+              "transitions": ["expert_from", "expert_to"]}
+    if what == "vocabulary": return to_dataframe(self.vocabulary(range=range, segment=segment))
+    if what not in layers: raise ValueError(f"to_dataframe takes one of {tuple(layers) + ('vocabulary',)}, got {what!r}")
+    data = {"load": self.load, "entropy_by_layer": self.entropy, "coactivation": self.coactivation,
+            "transitions": self.transitions}[what](range, segment)
+    return to_dataframe(data, names=layers[what], value=what)
 
 # %% ../nbs/16_explorer.ipynb #76feb24f
 def show(trace: Trace, **kw):

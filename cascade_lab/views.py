@@ -16,7 +16,8 @@ from .trace import SEGMENT_KINDS, Routing, Trace, _select, common_prefix
 # %% auto #0
 __all__ = ['SEGMENT_COLORS', 'token_mask', 'expert_load', 'load_balance', 'routing_entropy', 'entropy_by_layer', 'coactivation',
            'transitions', 'expert_vocabulary', 'compare', 'load_by_segment', 'segment_divergence', 'to_records',
-           'to_dataframe', 'load_figure', 'entropy_figure', 'compare_figure']
+           'to_dataframe', 'load_figure', 'entropy_figure', 'compare_figure', 'matrix_figure', 'layer_figure',
+           'vocabulary_figure']
 
 # %% ../nbs/15_views.ipynb #9ff369b6
 def _routing(trace) -> Routing:
@@ -307,4 +308,34 @@ def compare_figure(cmp: dict):
     fig.update_layout(barmode="group", yaxis_range=[0, 1], xaxis_title="MoE layer", yaxis_title="agreement",
                       title=f"Routing compared over {cmp['prefix']:,} common tokens; "
                             + ("no divergence" if fd is None else f"first divergence at token {fd:,}"))
+    return fig
+
+# %% ../nbs/15_views.ipynb #a1f0e001
+def matrix_figure(m, title: str, x_title: str = "expert", y_title: str = "expert", row_share: bool = False):
+    """A heatmap of an [E, E] count matrix (`coactivation`, `transitions`); `row_share`: each row as shares of its
+    sum (where a row's tokens went), the counts kept in the hover text."""
+    go, a = _go(), np.asarray(m, np.float64)
+    if a.ndim != 2: raise ValueError(f"a matrix figure needs a 2-d array, got shape {a.shape}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = a / a.sum(1, keepdims=True) if row_share else a
+    fig = go.Figure(go.Heatmap(z=z, customdata=a, colorscale="Viridis", colorbar={"title": "share" if row_share else "tokens"},
+                               hovertemplate=f"{y_title} %{{y}}, {x_title} %{{x}}: %{{customdata}} tokens<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, yaxis_autorange="reversed")
+    return fig
+
+def layer_figure(values, layers=None, title: str = "", y_title: str = ""):
+    "A bar per MoE layer (e.g. `entropy_by_layer`); `layers`: the bar labels (default: positions 0..L-1)."
+    go, y = _go(), np.asarray(values, np.float64)
+    x = [str(l) for l in (range(len(y)) if layers is None else layers)]
+    fig = go.Figure(go.Bar(x=x, y=y, hovertemplate="layer %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="MoE layer", yaxis_title=y_title, xaxis_type="category")
+    return fig
+
+def vocabulary_figure(rows: list[dict], title: str = "Expert vocabulary"):
+    "`expert_vocabulary`'s rows as bars: each token string's count routed to the expert against its frequency."
+    go = _go()
+    x = [repr(r["token"])[1:-1] or "∅" for r in rows]          # escaped: a newline or a space stays visible
+    fig = go.Figure([go.Bar(x=x, y=[r["frequency"] for r in rows], name="frequency in the selection", marker_color="#c5cae9"),
+                     go.Bar(x=x, y=[r["count"] for r in rows], name="routed to the expert", marker_color="#3949ab")])
+    fig.update_layout(title=title, barmode="overlay", xaxis_title="token", yaxis_title="tokens", xaxis_type="category")
     return fig

@@ -24,12 +24,12 @@ import pytest
 
 from cascade_lab.explorer import JS_DIR, RoutingExplorer
 from cascade_lab.trace import Trace, synthetic_trace
-from cascade_lab.views import expert_load
+from cascade_lab.views import coactivation, entropy_by_layer, expert_load, expert_vocabulary, transitions
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
-BINARY = ("experts", "weights", "scores", "kinds", "recorded", "logprobs", "entropies", "text", "offsets")
-VIEW = ("layer", "slot", "segment", "brush", "hover", "window")
+BINARY = ("experts", "weights", "scores", "rentropy", "kinds", "recorded", "logprobs", "entropies", "text", "offsets")
+VIEW = ("layer", "slot", "segment", "brush", "hover", "window", "panel", "expert")
 
 try:
     from playwright.sync_api import sync_playwright
@@ -146,7 +146,7 @@ def _redraw_ms(page, n, T):
 
 
 def _loads(page):
-    return np.array(page.evaluate("Array.from(document.getElementById('w').__routingExplorer.ui.loadNumbers.load)"))
+    return np.array(page.evaluate("Array.from(document.getElementById('w').__routingExplorer.ui.panelData.load)"))
 
 
 @pytest.mark.parametrize("detail", ["top1", "full"])
@@ -251,4 +251,89 @@ def test_starts_from_the_traits(browser, site, demo):
     assert values == ["2", "1", "tool_call"]
     assert "view 390–470" in page.locator(".cl-rx-caption").inner_text()
     np.testing.assert_array_equal(_loads(page).reshape(3, 16), expert_load(demo, tokens=slice(396, 459), segment="tool_call"))
+    page.close()
+
+
+def _panel(page, name):
+    "Switch the side panel from the page's selector; the panel's numbers as the view keeps them."
+    page.select_option(".cl-rx-panel-bar select", name)
+    assert page.evaluate("window.state.panel") == name
+    return page.evaluate("""(() => { const n = document.getElementById('w').__routingExplorer.ui.panelData;
+      return Object.fromEntries(Object.entries(n).map(([k, v]) => [k, ArrayBuffer.isView(v) ? Array.from(v) : v])); })()""")
+
+
+def _shot(page, name):
+    shots = os.environ.get("EXPLORER_SHOTS")
+    if shots: page.screenshot(path=str(Path(shots) / f"{name}.png"), full_page=True)
+
+
+def test_panels_count_what_the_views_count(browser, site, demo):
+    "Each side panel, counted in the browser, against cascade_lab.views on the same trace, layer and selection."
+    page, el = _open(browser, site, RoutingExplorer(demo, detail="full", layer=1), "panels")
+    n = _panel(page, "coactivation")
+    np.testing.assert_array_equal(np.reshape(n["matrix"], (16, 16)), coactivation(demo, 1))
+    _shot(page, "panel_coactivation")
+    n = _panel(page, "transitions")
+    np.testing.assert_array_equal(np.reshape(n["matrix"], (16, 16)), transitions(demo, 1))
+    _shot(page, "panel_transitions")
+    page.evaluate("window.fromPython('slot', 2)")                # the panel follows the slot
+    n = page.evaluate("Array.from(document.getElementById('w').__routingExplorer.ui.panelData.matrix)")
+    np.testing.assert_array_equal(np.reshape(n, (16, 16)), transitions(demo, 1, slot=2))
+    n = _panel(page, "entropy")
+    step = RoutingExplorer(demo).info["quant"]["rentropy"]["scale"]
+    np.testing.assert_allclose(n["byLayer"], entropy_by_layer(demo), atol=step / 2)
+    _shot(page, "panel_entropy")
+    # a click on a load cell picks that layer and expert; the vocabulary lists what views.expert_vocabulary lists
+    _panel(page, "load")
+    box, cw, ch = page.locator(".cl-rx-load").bounding_box(), *page.evaluate(
+        "(() => { const n = document.getElementById('w').__routingExplorer.ui.panelData; return [n.cw, n.ch]; })()")
+    page.mouse.click(box["x"] + 1 + 7.5 * cw, box["y"] + 1 + 2.5 * ch)
+    assert (page.evaluate("window.state.layer"), page.evaluate("window.state.expert")) == (2, 7)
+    assert "layer 2" in page.locator(".cl-rx-load-hover").inner_text() or "expert 7" in page.locator(".cl-rx-load-hover").inner_text()
+    n = _panel(page, "vocabulary")
+    assert n["rows"] == expert_vocabulary(demo, 2, 7, top=20)
+    rows = page.locator(".cl-rx-vocab tr").all_inner_texts()
+    assert len(rows) == 21 and rows[1].split("\t")[1].strip() == str(n["rows"][0]["count"])
+    _shot(page, "panel_vocabulary")
+    # the selection narrows every panel: brush and filter from Python
+    page.evaluate("window.fromPython('brush', [376, 459]); window.fromPython('segment', 'reasoning')")
+    n = page.evaluate("document.getElementById('w').__routingExplorer.ui.panelData.rows")
+    assert n == expert_vocabulary(demo, 2, 7, tokens=slice(376, 459), segment="reasoning")
+    assert page.evaluate("window.errors") == []
+    page.close()
+
+
+def test_top1_panels_say_what_they_cannot_show(browser, site, demo):
+    page, el = _open(browser, site, RoutingExplorer(demo, layer=2), "panels_top1")
+    n = _panel(page, "coactivation")
+    assert "detail=\"full\"" in n["empty"] and "detail" in page.locator(".cl-rx-balance").inner_text()
+    n = _panel(page, "transitions")                            # layer 2 is the last MoE layer here
+    assert "last MoE layer" in n["empty"]
+    n = _panel(page, "vocabulary")                             # top-1 only: what the browser has
+    r = demo.routing
+    e = int(np.bincount(r.experts[r.recorded_mask(), 2, 0], minlength=16).argmax())
+    assert n["expert"] == e and "top-1 only" in page.locator(".cl-rx-load-title").inner_text()
+    top1 = [(t, c) for t, c in zip(demo.tokens, r.experts[:, 2, 0] == e)]
+    counts = {}
+    for (t, hit), rec in zip(top1, r.recorded_mask()):
+        if rec: counts.setdefault(t, [0, 0]); counts[t][0] += hit; counts[t][1] += 1
+    want = sorted(((-c, t, f) for t, (c, f) in counts.items() if c), key=lambda x: (x[0], x[1]))[:20]
+    assert [(r_["token"], r_["count"], r_["frequency"]) for r_ in n["rows"]] == [(t, -c, f) for c, t, f in want]
+    page.close()
+
+
+@pytest.mark.parametrize("panel", ["entropy", "coactivation", "transitions", "vocabulary"])
+def test_panels_at_32k(browser, site, big, panel):
+    "Every panel at 32k tokens (full): drawn, and how long its counting and drawing took (data-load-ms)."
+    page, el = _open(browser, site, RoutingExplorer(big, detail="full", panel=panel), f"big_{panel}")
+    ms = float(el.get_attribute("data-load-ms"))
+    if panel == "coactivation":
+        n = page.evaluate("Array.from(document.getElementById('w').__routingExplorer.ui.panelData.matrix)")
+        np.testing.assert_array_equal(np.reshape(n, (128, 128)), coactivation(big, 0))
+    print(f"{panel} panel at 32k tokens (full): {ms:.1f} ms")
+    if panel != "vocabulary":                                   # a drawn canvas, not blank
+        px = page.evaluate("""(() => { const c = document.querySelector('.cl-rx-load');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+          for (let i = 0; i < d.length; i += 4) n += d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250; return n; })()""")
+        assert px > 1000, px
     page.close()

@@ -75,6 +75,7 @@ async function decode(model) {
     experts: info.experts_dtype === "uint16" ? typed(ex, Uint16Array) : ex,
     weights: await plane(model, "weights", info),
     scores: await plane(model, "scores", info),
+    rentropy: await plane(model, "rentropy", info),      // [L][T] routing entropy, 16 levels (255: none)
     kinds: u8(model.get("kinds")),
     recordedBits: u8(model.get("recorded")),
     logprobs: halves(u8(model.get("logprobs"))),
@@ -164,10 +165,12 @@ function skeleton(el, d) {
   const lower = elem("div", "cl-rx-lower", el);
   ui.hover = elem("div", "cl-rx-hover", lower);
   const side = elem("div", "cl-rx-side", lower);
+  ui.panel = select(elem("div", "cl-rx-panel-bar", side), "panel", PANELS, "load");
   ui.loadTitle = elem("div", "cl-rx-load-title", side);
   ui.load = elem("canvas", "cl-rx-load", side);
   ui.balance = elem("div", "cl-rx-balance", side);
-  ui.loadHover = elem("div", "cl-rx-load-hover", side, "point at the heatmap for counts");
+  ui.loadHover = elem("div", "cl-rx-load-hover", side, "point at the panel for numbers");
+  vocabularyTable(ui, side);
   hoverTable(ui, d);
   return ui;
 }
@@ -198,7 +201,8 @@ function initialState(model, d) {
   return { start: w.length === 2 ? w[0] : 0, end: w.length === 2 ? w[1] : Math.max(d.T, 1),
            layer: model.get("layer"), slot: Math.min(model.get("slot"), d.K - 1),
            segment: model.get("segment") || "", brush: validBrush(model.get("brush")),
-           hover: model.get("hover"), hoverRow: -1, drag: null };
+           hover: model.get("hover"), hoverRow: -1, drag: null,
+           panel: model.get("panel") || "load", expert: model.get("expert") };
 }
 
 function validBrush(b) { return Array.isArray(b) && b.length === 2 && b[1] > b[0] ? [b[0], b[1]] : null; }
@@ -454,13 +458,38 @@ function outline(ui, cell) {
   ui.selCell = cell;
 }
 
-// ---------------------------------------------------------------- the load heatmap (layers x experts)
+// ---------------------------------------------------------------- the side panel
+//
+// Five panels share one canvas and one readout: the layers x experts load, the routing entropy, co-activation
+// within the grid's layer, transitions from it to the next MoE layer, and an expert's vocabulary. Each counts
+// over the same selection (the brush, else the whole run, and the segment filter) and caches its numbers under
+// a key of what they depend on, so hovering or redrawing the grid recounts nothing. The numbers are kept in
+// ui.panelData: the readout (and the browser tests) read them there.
 
-function selectedTokens(d, st, mask) {
-  // recorded tokens in the brush (whole run when none) and in the segment filter
+const PANELS = [["load", "expert load"], ["entropy", "routing entropy"], ["coactivation", "co-activation"],
+                ["transitions", "layer transitions"], ["vocabulary", "expert vocabulary"]];
+const VOCAB_ROWS = 20;
+const PANEL_W = 384;                                   // css px: the panel canvas' width budget
+
+function selection(v) {
+  // recorded tokens in the brush (whole run when none) and in the segment filter, cached per (brush, filter)
+  const { d, st, mask } = v, key = `${st.brush}|${st.segment}`;
+  if (v.sel && v.sel.key === key) return v.sel.tokens;
   const [a, b] = st.brush ? st.brush : [0, d.T], out = [];
   for (let t = Math.max(0, a); t < Math.min(d.T, b); t++) if (d.recorded[t] && mask[t]) out.push(t);
-  return out;
+  v.sel = { key, tokens: Int32Array.from(out) };
+  return v.sel.tokens;
+}
+
+function cached(v, name, key, compute) {
+  // one cache entry per panel: recomputed when its key (what the numbers depend on) changes
+  v.cache = v.cache || {};
+  if (!v.cache[name] || v.cache[name].key !== key) v.cache[name] = { key, value: compute() };
+  return v.cache[name].value;
+}
+
+function where(st) {
+  return (st.brush ? `tokens ${st.brush[0]}–${st.brush[1]}` : "whole run") + (st.segment ? `, ${st.segment} only` : "");
 }
 
 function countLoad(d, tokens) {
@@ -484,16 +513,14 @@ function balance(load, l, E) {
   return { maxOverMean: mean ? max / mean : NaN, cv: mean ? Math.sqrt(v2 / E) / mean : NaN, unused, total: sum };
 }
 
-function drawLoad(ui, d, st, mask) {
-  // counts depend on the brush and the filter only: another layer reuses them
-  const key = `${st.brush}|${st.segment}`;
-  if (!ui.loadCache || ui.loadCache.key !== key) {
-    const tokens = selectedTokens(d, st, mask);
-    ui.loadCache = { key, n: tokens.length, load: countLoad(d, tokens) };
-  }
-  const { load, n } = ui.loadCache;
-  const cw = Math.max(2, Math.min(16, Math.floor(384 / d.E))), ch = Math.max(4, Math.min(16, Math.floor(150 / d.L)));
-  const cvs = ui.load;
+function cellSize(d, rows) {
+  return { cw: Math.max(2, Math.min(16, Math.floor(PANEL_W / d.E))), ch: Math.max(4, Math.min(16, Math.floor(150 / rows))) };
+}
+
+function drawLoad(v) {
+  const { ui, d, st } = v, tokens = selection(v);
+  const load = cached(v, "load", v.sel.key, () => countLoad(d, tokens));
+  const { cw, ch } = cellSize(d, d.L), cvs = ui.load;
   cvs.width = d.E * cw; cvs.height = d.L * ch;
   const ctx = cvs.getContext("2d");
   for (let l = 0; l < d.L; l++) {
@@ -502,13 +529,205 @@ function drawLoad(ui, d, st, mask) {
     for (let e = 0; e < d.E; e++) { ctx.fillStyle = css(heat(load[l * d.E + e] / max)); ctx.fillRect(e * cw, l * ch, cw, ch); }
   }
   ctx.strokeStyle = "#e8710a"; ctx.lineWidth = 2; ctx.strokeRect(1, st.layer * ch + 1, cvs.width - 2, ch - 2);
-  const where = (st.brush ? `tokens ${st.brush[0]}–${st.brush[1]}` : "whole run") + (st.segment ? `, ${st.segment} only` : "");
-  ui.loadTitle.textContent = `expert load (${d.K === 1 ? "top-1" : `all ${d.K} slots`}), ${where}: ${n.toLocaleString()} tokens`;
+  if (st.expert >= 0) { ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.strokeRect(st.expert * cw + 0.5, 0.5, cw - 1, cvs.height - 1); }
+  ui.loadTitle.textContent = `expert load (${d.K === 1 ? "top-1" : `all ${d.K} slots`}), ${where(st)}: ${tokens.length.toLocaleString()} tokens`;
   const b = balance(load, st.layer, d.E);
   ui.balance.textContent = `layer ${d.info.moe_layers[st.layer]}: max/mean ${fmt(b.maxOverMean, 2)} · CV ${fmt(b.cv, 2)} · ` +
-    `unused experts ${b.unused} of ${d.E}`;
-  ui.loadNumbers = { load, cw, ch, ...b };
+    `unused experts ${b.unused} of ${d.E} · click a cell to pick its expert`;
+  ui.panelData = { panel: "load", load, cw, ch, rows: d.L, cols: d.E, ...b };
 }
+
+function paintCells(cvs, R, C, cw, ch, colour) {
+  // an R x C matrix, one ImageData pixel per cell scaled up to cw x ch: one draw call whatever the size
+  const img = new ImageData(C, R), px = new Uint32Array(img.data.buffer);
+  for (let i = 0; i < R; i++) for (let j = 0; j < C; j++) px[i * C + j] = colour(i, j);
+  const off = new OffscreenCanvas(C, R);
+  off.getContext("2d").putImageData(img, 0, 0);
+  cvs.width = C * cw; cvs.height = R * ch;
+  const ctx = cvs.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(off, 0, 0, C * cw, R * ch);
+  return ctx;
+}
+
+function emptyPanel(v, title, why) {
+  v.ui.loadTitle.textContent = title;
+  v.ui.balance.textContent = why;
+  v.ui.panelData = { panel: v.st.panel, empty: why };
+}
+// ---- routing entropy: the mean per layer over the selection, and along the view for the grid's layer
+
+const NO_ENTROPY = 255, STRIP_H = 60;
+
+function entropyByLayer(d, tokens) {
+  // [L] mean routing entropy (nats) of the selected tokens, from the 16-level codes (NaN: none recorded)
+  const out = new Float64Array(d.L), scale = d.info.quant.rentropy.scale;
+  for (let l = 0; l < d.L; l++) {
+    const row = d.rentropy.subarray(l * d.T, (l + 1) * d.T);
+    let sum = 0, n = 0;
+    for (let i = 0; i < tokens.length; i++) { const q = row[tokens[i]]; if (q !== NO_ENTROPY) { sum += q; n++; } }
+    out[l] = n ? (sum / n) * scale : NaN;
+  }
+  return out;
+}
+
+function entropyColumns(v, W) {
+  // per panel column over the view window: the mean entropy of the grid's layer, and the first token's kind
+  const { d, st } = v, row = d.rentropy.subarray(st.layer * d.T, (st.layer + 1) * d.T), scale = d.info.quant.rentropy.scale;
+  const c = columns(st, W), mean = new Float32Array(W);
+  for (let x = 0; x < W; x++) {
+    let sum = 0, n = 0;
+    for (let t = c.a[x]; t < c.b[x]; t++) if (row[t] !== NO_ENTROPY && v.mask[t]) { sum += row[t]; n++; }
+    mean[x] = n ? (sum / n) * scale : NaN;
+  }
+  return { c, mean };
+}
+
+function drawEntropy(v) {
+  const { ui, d, st } = v;
+  if (!d.rentropy) return emptyPanel(v, "routing entropy", "this trace has no mixing weights, so no routing entropy");
+  const tokens = selection(v), lnk = Math.log(d.info.top_k), W = PANEL_W;
+  const byLayer = cached(v, "entropy", v.sel.key, () => entropyByLayer(d, tokens));
+  const along = cached(v, "entropyAlong", [st.start, st.end, st.layer, st.segment].join(), () => entropyColumns(v, W));
+  const { ch } = cellSize(d, d.L), barsH = d.L * ch, cvs = ui.load;
+  cvs.width = W; cvs.height = barsH + 8 + STRIP_H;
+  const ctx = cvs.getContext("2d");
+  for (let l = 0; l < d.L; l++) {                          // bars: share of the maximum, ln k
+    const f = byLayer[l] / lnk;
+    ctx.fillStyle = l === st.layer ? "#e8710a" : "#5c6bc0";
+    if (Number.isFinite(f)) ctx.fillRect(0, l * ch + 1, Math.max(1, f * W), ch - 2);
+  }
+  const y0 = barsH + 8;
+  for (let x = 0; x < W; x++) {                            // the strip: coloured by the segment of the column
+    const h = along.mean[x] / lnk, k = d.kinds[along.c.a[x]];
+    if (!Number.isFinite(h)) continue;
+    ctx.fillStyle = k === NO_SEGMENT ? "#888" : css(d.kindColors[k]);
+    ctx.fillRect(x, y0 + STRIP_H * (1 - h), 1, STRIP_H * h);
+  }
+  ctx.strokeStyle = "#ccc"; ctx.strokeRect(0.5, y0 + 0.5, W - 1, STRIP_H - 1);
+  ui.loadTitle.textContent = `routing entropy (nats, of the k mixing weights; max ln ${d.info.top_k} = ${fmt(lnk, 2)}), ${where(st)}: ` +
+    `${tokens.length.toLocaleString()} tokens`;
+  ui.balance.textContent = `bars: mean per MoE layer · strip: layer ${d.info.moe_layers[st.layer]} along the view ` +
+    `${Math.floor(st.start)}–${Math.ceil(st.end)}, coloured by segment`;
+  ui.panelData = { panel: "entropy", byLayer, along, ch, barsH, y0, W, n: tokens.length };
+}
+
+// ---- co-activation within the grid's layer, transitions to the next MoE layer
+
+function countPairs(d, tokens, l) {
+  // [E * E]: tokens that chose experts i and j together in layer l (symmetric); the diagonal is the load
+  const c = new Uint32Array(d.E * d.E), ids = new Int32Array(d.K);
+  for (let i = 0; i < tokens.length; i++) {
+    for (let s = 0; s < d.K; s++) ids[s] = d.experts[(l * d.K + s) * d.T + tokens[i]];
+    for (let a = 0; a < d.K; a++) {
+      c[ids[a] * d.E + ids[a]]++;
+      for (let b = 0; b < d.K; b++) if (b !== a) c[ids[a] * d.E + ids[b]]++;
+    }
+  }
+  return c;
+}
+
+function countTransitions(d, tokens, l, s) {
+  // [E * E]: tokens whose expert in slot s of layer l (row) was followed by expert j in slot s of layer l + 1
+  const c = new Uint32Array(d.E * d.E), from = (l * d.K + s) * d.T, to = ((l + 1) * d.K + s) * d.T;
+  for (let i = 0; i < tokens.length; i++) c[d.experts[from + tokens[i]] * d.E + d.experts[to + tokens[i]]]++;
+  return c;
+}
+
+function drawMatrix(v, m, rowNorm) {
+  // an E x E count matrix: off-diagonal cells on a square-root scale (of the row's maximum when rowNorm),
+  // the diagonal of a co-activation matrix (each expert's own load) in grey so it does not swamp the pairs
+  const { d, st } = v, E = d.E, max = new Float64Array(E).fill(1);
+  let all = 1;
+  for (let i = 0; i < E; i++) for (let j = 0; j < E; j++) if (rowNorm || i !== j) { max[i] = Math.max(max[i], m[i * E + j]); all = Math.max(all, m[i * E + j]); }
+  const { cw } = cellSize(d, E);
+  paintCells(v.ui.load, E, E, cw, cw, (i, j) =>
+    !rowNorm && i === j ? rgba([200, 200, 200], m[i * E + j] ? 1 : 0.3) : rgba(heat(Math.sqrt(m[i * E + j] / (rowNorm ? max[i] : all))), 1));
+  if (st.expert >= 0) {
+    const ctx = v.ui.load.getContext("2d");
+    ctx.strokeStyle = "#e8710a"; ctx.lineWidth = 1; ctx.strokeRect(0.5, st.expert * cw + 0.5, E * cw - 1, cw - 1);
+  }
+  return cw;
+}
+
+function drawCoactivation(v) {
+  const { d, st, ui } = v, name = d.info.moe_layers[st.layer];
+  if (d.K < 2) return emptyPanel(v, "co-activation", "co-activation needs all k slots: RoutingExplorer(trace, detail=\"full\")");
+  const tokens = selection(v), m = cached(v, "coactivation", `${v.sel.key}|${st.layer}`, () => countPairs(d, tokens, st.layer));
+  const cw = drawMatrix(v, m, false);
+  ui.loadTitle.textContent = `co-activation in layer ${name}, ${where(st)}: ${tokens.length.toLocaleString()} tokens`;
+  ui.balance.textContent = "cell (i, j): tokens that chose experts i and j together · grey diagonal: an expert's load · click a row to pick its expert";
+  ui.panelData = { panel: "coactivation", matrix: m, cw, ch: cw, rows: d.E, cols: d.E, layer: st.layer };
+}
+
+function drawTransitions(v) {
+  const { d, st, ui } = v, ls = d.info.moe_layers;
+  if (st.layer >= d.L - 1) return emptyPanel(v, "layer transitions", `layer ${ls[st.layer]} is the last MoE layer: pick an earlier layer`);
+  const tokens = selection(v);
+  const m = cached(v, "transitions", `${v.sel.key}|${st.layer}|${st.slot}`, () => countTransitions(d, tokens, st.layer, st.slot));
+  const cw = drawMatrix(v, m, true);
+  ui.loadTitle.textContent = `transitions layer ${ls[st.layer]} → ${ls[st.layer + 1]} (${st.slot === 0 ? "top-1" : "slot #" + (st.slot + 1)}), ` +
+    `${where(st)}: ${tokens.length.toLocaleString()} tokens`;
+  ui.balance.textContent = `row i: where the tokens of expert i in layer ${ls[st.layer]} went next (each row on its own scale)`;
+  ui.panelData = { panel: "transitions", matrix: m, cw, ch: cw, rows: d.E, cols: d.E, layer: st.layer, slot: st.slot };
+}
+
+// ---- an expert's vocabulary: the token strings routed to it most, against their frequency
+
+function vocabularyTable(ui, parent) {
+  // a fixed table of VOCAB_ROWS rows, filled in place: no node per token
+  ui.vocab = elem("table", "cl-rx-vocab", parent);
+  const head = elem("tr", "", ui.vocab);
+  for (const h of ["token", "count", "frequency", "share"]) elem("th", "", head, h);
+  ui.vocabRows = Array.from({ length: VOCAB_ROWS }, () => {
+    const tr = elem("tr", "", ui.vocab);
+    return Array.from({ length: 4 }, () => elem("td", "", tr).appendChild(document.createTextNode("")));
+  });
+  ui.vocab.style.display = "none";
+}
+
+function countVocabulary(v, tokens, l, e) {
+  // [{token, count, frequency, share}] most first (ties in string order), as views.expert_vocabulary does
+  const { d } = v, by = new Map();
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i], s = tokenText(d, t);
+    let hit = 0;
+    for (let k = 0; k < d.K; k++) hit |= d.experts[(l * d.K + k) * d.T + t] === e;
+    const c = by.get(s) || by.set(s, [0, 0]).get(s);
+    c[0] += hit; c[1]++;
+  }
+  const rows = [];
+  for (const [token, [count, frequency]] of by) if (count) rows.push({ token, count, frequency, share: count / frequency });
+  rows.sort((a, b) => b.count - a.count || (a.token < b.token ? -1 : a.token > b.token ? 1 : 0));
+  return rows.slice(0, VOCAB_ROWS);
+}
+
+function busiest(v, l) {
+  // the expert with the most load in layer l over the selection (the vocabulary's default)
+  const load = cached(v, "load", selectionKey(v), () => countLoad(v.d, selection(v)));
+  let best = 0;
+  for (let e = 1; e < v.d.E; e++) if (load[l * v.d.E + e] > load[l * v.d.E + best]) best = e;
+  return best;
+}
+
+function selectionKey(v) { selection(v); return v.sel.key; }
+
+function drawVocabulary(v) {
+  const { d, st, ui } = v, tokens = selection(v), e = st.expert >= 0 ? st.expert : busiest(v, st.layer);
+  const rows = cached(v, "vocabulary", `${v.sel.key}|${st.layer}|${e}`, () => countVocabulary(v, tokens, st.layer, e));
+  ui.vocabRows.forEach((cells, i) => {
+    const r = rows[i];
+    const text = r ? [showable(r.token), r.count.toLocaleString(), r.frequency.toLocaleString(), fmt(r.share, 2)] : ["", "", "", ""];
+    cells.forEach((c, j) => { if (c.data !== text[j]) c.data = text[j]; });
+  });
+  ui.loadTitle.textContent = `expert ${e}${st.expert >= 0 ? "" : " (the busiest; click a load cell to pick one)"} in layer ` +
+    `${d.info.moe_layers[st.layer]} (${d.K === 1 ? "top-1 only" : `any of ${d.K} slots`}), ${where(st)}`;
+  ui.balance.textContent = "count: tokens of that text routed here · frequency: tokens of that text selected · share: count / frequency";
+  ui.panelData = { panel: "vocabulary", expert: e, rows };
+}
+
+const DRAW_PANEL = { load: drawLoad, entropy: drawEntropy, coactivation: drawCoactivation, transitions: drawTransitions,
+                     vocabulary: drawVocabulary };
 
 // ---------------------------------------------------------------- geometry and the redraw
 
@@ -532,6 +751,8 @@ function makeView(el, model, d) {
   clampWindow(st, d);
   // the traits may have changed while the planes were inflating: the controls start from them
   ui.layer.value = String(st.layer); ui.slot.value = String(st.slot); ui.segment.value = st.segment;
+  if (!DRAW_PANEL[st.panel]) st.panel = "load";
+  ui.panel.value = st.panel;
   v.redraw = () => redraw(v);
   v.schedule = () => { if (!v.frame) v.frame = requestAnimationFrame(() => { v.frame = 0; v.redraw(); }); };
   return v;
@@ -547,14 +768,22 @@ function redraw(v) {
   v.cols = drawGrid(ctx, v);
   drawOverlays(ctx, d, st, v.geo);
   drawText(ui.text.getContext("2d"), v);
+  if (st.panel === "entropy" && v.cache && v.cache.entropyAlong &&
+      v.cache.entropyAlong.key !== [st.start, st.end, st.layer, st.segment].join()) refreshLoad(v);   // the strip follows the view
   v.el.dataset.redrawMs = (performance.now() - t0).toFixed(2);
   v.el.dataset.ready = "1";
 }
 
 function refreshLoad(v) {
+  // the side panel: redrawn when the selection, the layer, the slot, the expert or the panel changes
   const t0 = performance.now();
-  drawLoad(v.ui, v.d, v.st, v.mask);
+  DRAW_PANEL[v.st.panel](v);
+  const table = v.st.panel === "vocabulary", blank = table || !!v.ui.panelData.empty;
+  v.ui.vocab.style.display = table ? "" : "none";
+  v.ui.load.style.display = blank ? "none" : "";
+  v.ui.loadHover.style.display = blank ? "none" : "";
   v.el.dataset.loadMs = (performance.now() - t0).toFixed(2);
+  v.el.dataset.panel = v.st.panel;
   showLoadCell(v);                                          // the readout follows new counts (brush, filter)
 }
 
@@ -648,20 +877,52 @@ function onUp(v, ev) {
 }
 
 function onLoadMove(v, ev) {
-  // the heatmap cell under the pointer (measured inside the canvas' border), remembered for later refreshes
-  const c = v.ui.load, r = c.getBoundingClientRect(), n = v.ui.loadNumbers, { d } = v;
-  const e = Math.floor((ev.clientX - r.left - c.clientLeft) / n.cw), l = Math.floor((ev.clientY - r.top - c.clientTop) / n.ch);
-  if (e < 0 || e >= d.E || l < 0 || l >= d.L) return;
-  v.ui.loadCell = [l, e];
+  // the panel position under the pointer (inside the canvas' border), remembered so the readout follows later counts
+  const c = v.ui.load, r = c.getBoundingClientRect();
+  v.ui.loadCell = { x: ev.clientX - r.left - c.clientLeft, y: ev.clientY - r.top - c.clientTop, panel: v.st.panel };
   showLoadCell(v);
 }
 
+function matrixCell(n, p) {
+  // [row, column] of a cell panel under p, or null outside it
+  const i = Math.floor(p.y / n.ch), j = Math.floor(p.x / n.cw);
+  return i >= 0 && i < n.rows && j >= 0 && j < n.cols ? [i, j] : null;
+}
+
+function readout(v, n, p) {
+  // the words for the panel position p, from the numbers the panel shows now
+  const { d, st } = v, ls = d.info.moe_layers, E = d.E;
+  if (n.panel === "entropy") {
+    if (p.y < n.barsH) { const l = Math.floor(p.y / n.ch); return l < d.L ? `layer ${ls[l]}: mean routing entropy ${fmt(n.byLayer[l])} nats over ${n.n.toLocaleString()} tokens` : ""; }
+    const x = Math.floor(p.x);
+    if (p.y < n.y0 || x < 0 || x >= n.W) return "";
+    return `tokens ${n.along.c.a[x]}–${n.along.c.b[x]}, layer ${ls[st.layer]}: mean routing entropy ${fmt(n.along.mean[x])} nats`;
+  }
+  const cell = n.rows ? matrixCell(n, p) : null;
+  if (!cell) return "";
+  const [i, j] = cell, m = n.panel === "load" ? n.load : n.matrix, x = m[i * n.cols + j].toLocaleString();
+  if (n.panel === "load") return `layer ${ls[i]}, expert ${j}: chosen ${x} times`;
+  if (n.panel === "coactivation")
+    return i === j ? `expert ${i}: chosen by ${x} tokens` : `experts ${i} and ${j} together: ${x} tokens (expert ${i} alone: ${m[i * E + i].toLocaleString()})`;
+  let row = 0;
+  for (let k = 0; k < E; k++) row += m[i * E + k];
+  return `expert ${i} (layer ${ls[n.layer]}) → expert ${j} (layer ${ls[n.layer + 1]}): ${x} of ${row.toLocaleString()} tokens (${fmt(100 * m[i * E + j] / row, 1)} %)`;
+}
+
 function showLoadCell(v) {
-  // the pointed cell's count, in words, from the counts the heatmap shows now
-  const cell = v.ui.loadCell, n = v.ui.loadNumbers, { d } = v;
-  if (!cell || !n) return;
-  const [l, e] = cell;
-  v.ui.loadHover.textContent = `layer ${d.info.moe_layers[l]}, expert ${e}: chosen ${n.load[l * d.E + e].toLocaleString()} times`;
+  const p = v.ui.loadCell, n = v.ui.panelData;
+  if (!p || !n || n.empty || p.panel !== n.panel) return;
+  const text = readout(v, n, p);
+  if (text) v.ui.loadHover.textContent = text;
+}
+
+function onLoadClick(v) {
+  // a click picks an expert (the vocabulary's): a load cell's column (and its layer), a matrix cell's row
+  const p = v.ui.loadCell, n = v.ui.panelData;
+  const cell = p && n && n.rows && p.panel === n.panel ? matrixCell(n, p) : null;
+  if (!cell) return;
+  if (n.panel === "load") { if (cell[0] !== v.st.layer) setLayer(v, cell[0], true); setExpert(v, cell[1], true); }
+  else setExpert(v, cell[0], true);
 }
 
 function onTextMove(v, ev) {
@@ -681,6 +942,7 @@ function setLayer(v, l, sync) {
 function setSlot(v, s, sync) {
   v.st.slot = Math.max(0, Math.min(v.d.K - 1, s)); v.ui.slot.value = String(v.st.slot);
   showHover(v);
+  if (v.st.panel === "transitions") refreshLoad(v);
   if (sync) push(v.model, { slot: v.st.slot });
 }
 
@@ -689,6 +951,19 @@ function setSegment(v, k, sync) {
   v.mask = filterMask(v.d, v.st.segment);
   refreshLoad(v); v.redraw();
   if (sync) push(v.model, { segment: v.st.segment });
+}
+
+function setPanel(v, p, sync) {
+  v.st.panel = DRAW_PANEL[p] ? p : "load"; v.ui.panel.value = v.st.panel;
+  v.ui.loadHover.textContent = "point at the panel for numbers";      // not the last panel's readout
+  refreshLoad(v);
+  if (sync) push(v.model, { panel: v.st.panel });
+}
+
+function setExpert(v, e, sync) {
+  v.st.expert = e >= 0 && e < v.d.E ? e : -1;
+  refreshLoad(v);
+  if (sync) push(v.model, { expert: v.st.expert });
 }
 
 function setBrush(v, b, sync) {
@@ -706,6 +981,8 @@ function listen(v) {
   add(window, "mouseup", (e) => onUp(v, e));
   add(ui.text, "mousemove", (e) => onTextMove(v, e));
   add(ui.load, "mousemove", (e) => onLoadMove(v, e));
+  add(ui.load, "click", (e) => { onLoadMove(v, e); onLoadClick(v); });
+  add(ui.panel, "change", () => setPanel(v, ui.panel.value, true));
   add(ui.layer, "change", () => setLayer(v, +ui.layer.value, true));
   add(ui.slot, "change", () => setSlot(v, +ui.slot.value, true));
   add(ui.segment, "change", () => setSegment(v, ui.segment.value, true));
@@ -715,6 +992,8 @@ function listen(v) {
     "change:layer": () => setLayer(v, model.get("layer"), false),
     "change:slot": () => setSlot(v, model.get("slot"), false),
     "change:segment": () => setSegment(v, model.get("segment"), false),
+    "change:panel": () => setPanel(v, model.get("panel"), false),
+    "change:expert": () => setExpert(v, model.get("expert"), false),
     "change:brush": () => setBrush(v, model.get("brush"), false),
     "change:hover": () => { const t = model.get("hover"); if (t !== v.st.hover) { v.st.hover = t; showHover(v); } },
     "change:window": () => { const w = model.get("window"); if (w && w.length === 2) { v.st.start = w[0]; v.st.end = w[1]; clampWindow(v.st, v.d); v.redraw(); } },
