@@ -192,10 +192,18 @@ class RoutingExplorer(anywidget.AnyWidget):
     panel = traitlets.Unicode("load").tag(sync=True)
     expert = traitlets.Int(-1).tag(sync=True)
 
-    def __init__(self, trace: Trace, detail: str = "top1", **view):
-        packed = pack(trace, detail)
+    def __init__(self, trace: Trace, detail: str = "top1", progressive: bool = True, **view):
+        # progressive: a "full" view is first sent at the top-1 level, so its grid shows at once; the view then
+        # asks for the rest (a message from the browser, see `complete`)
+        first = "top1" if progressive and detail == "full" else detail
+        packed = pack(trace, first)
+        if first != detail: packed["info"].update(detail=detail, pending=detail)     # detail: what the view will hold
         self.trace = trace
         super().__init__(**packed, **{"window": [0, len(trace)] if len(trace) else [], **view})
+        self.on_msg(self._on_view_message)
+
+    def _on_view_message(self, _, content, buffers):
+        if isinstance(content, dict) and content.get("ask") == self.info.get("pending"): self.complete()
 
     @traitlets.validate("layer", "slot", "segment", "brush", "hover", "window", "panel", "expert")
     def _valid_view(self, proposal):
@@ -203,16 +211,19 @@ class RoutingExplorer(anywidget.AnyWidget):
 
     def __repr__(self) -> str:
         i = self.info
-        which = "top-1" if i["slots"] == 1 else f"top-{i['top_k']}"
-        return (f"RoutingExplorer({i['n_tokens']:,} tokens x {len(i['moe_layers'])} MoE layers, detail {i['detail']!r}: "
-                f"{which} of {i['num_experts']} experts; {self.nbytes:,} bytes for the browser)")
+        which = "top-1" if i["slots"] == 1 and not i.get("pending") else f"top-{i['top_k']}"
+        sent = (f"{self.nbytes:,} bytes sent first, all {i['top_k']} slots when the view asks" if i.get("pending")
+                else f"{self.nbytes:,} bytes for the browser")
+        return (f"RoutingExplorer({i['n_tokens']:,} tokens x {len(i['moe_layers'])} MoE layers, detail "
+                f"{i['detail']!r}: {which} of {i['num_experts']} experts; {sent})")
 
 # %% ../nbs/16_explorer.ipynb #eec70e2a
 PANELS = ("load", "entropy", "coactivation", "transitions", "vocabulary")
 
 def _check_view(name: str, v, info: dict):
     "A view-state value, checked against the packed trace: a clear error instead of a blank view."
-    T, L, K, E = info.get("n_tokens", 0), len(info.get("moe_layers", [])), info.get("slots", 1), info.get("num_experts", 0)
+    T, L, E = info.get("n_tokens", 0), len(info.get("moe_layers", [])), info.get("num_experts", 0)
+    K = info.get("top_k", 1) if info.get("pending") else info.get("slots", 1)     # a slot the full planes will have
     ok = {"layer": lambda: 0 <= v < max(L, 1), "slot": lambda: 0 <= v < K, "hover": lambda: -1 <= v < T,
           "segment": lambda: v == "" or v in SEGMENT_KINDS, "panel": lambda: v in PANELS, "expert": lambda: -1 <= v < E,
           "brush": lambda: v == [] or (len(v) == 2 and 0 <= v[0] < v[1] <= T),
@@ -224,15 +235,28 @@ def _check_view(name: str, v, info: dict):
             "brush": f"[] or [start, end) with 0 <= start < end <= {T}", "window": f"[start, end) with 0 <= start < end <= {T}"}
     raise traitlets.TraitError(f"RoutingExplorer.{name} must be {want[name]}, got {v!r}")
 
+@patch
+def complete(self: RoutingExplorer) -> RoutingExplorer:
+    """Send the planes still pending (a progressive "full" view: all k slots and the scores) now, in one message.
+    The view asks for them once its top-1 grid is drawn; call this where no view will ask (before saving the
+    widget state for a page without a kernel, say). Returns the widget; does nothing when nothing is pending."""
+    if not self.info.get("pending"): return self
+    packed = pack(self.trace, self.info["pending"])
+    with self.hold_sync():
+        for n in _ROUTING_PLANES: setattr(self, n, packed[n])
+        self.info = packed["info"]
+    return self
+
 @patch(as_prop=True)
 def nbytes(self: RoutingExplorer) -> int:
-    "Bytes sent to the browser: the binary planes and the `info` JSON."
+    "Bytes sent to the browser so far: the binary planes and the `info` JSON (see `complete`)."
     return sum(len(getattr(self, n)) for n in _ROUTING_PLANES + _TOKEN_PLANES) + len(json.dumps(self.info))
 
 # %% ../nbs/16_explorer.ipynb #0ec0a712
 @patch
 def data(self: RoutingExplorer) -> dict:
-    "The packed arrays as numpy, as the browser holds them (see `unpack`)."
+    "The packed arrays as numpy, as the browser holds them once complete (see `unpack`, `complete`)."
+    self.complete()
     return unpack({n: getattr(self, n) for n in ("info",) + _ROUTING_PLANES + _TOKEN_PLANES})
 
 @patch

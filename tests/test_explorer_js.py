@@ -48,17 +48,27 @@ window.errors = [];
 window.addEventListener("error", (e) => window.errors.push(String(e.message)));
 window.addEventListener("unhandledrejection", (e) => window.errors.push(String(e.reason)));
 import widget from "./routing_explorer.js";
-const raw = await (await fetch("state.json")).json();
-const state = {}, handlers = {};
-for (const [k, v] of Object.entries(raw)) {
-  if (v && v.b64 !== undefined) {
-    const bin = atob(v.b64), u = new Uint8Array(bin.length + 3);
-    for (let i = 0; i < bin.length; i++) u[i + 3] = bin.charCodeAt(i);
-    state[k] = new DataView(u.buffer, 3, bin.length);      // at an odd offset, as a message's buffers may be
-  } else state[k] = v;
+function traits(raw) {
+  const out = {};
+  for (const [k, v] of Object.entries(raw)) {
+    if (v && v.b64 !== undefined) {
+      const bin = atob(v.b64), u = new Uint8Array(bin.length + 3);
+      for (let i = 0; i < bin.length; i++) u[i + 3] = bin.charCodeAt(i);
+      out[k] = new DataView(u.buffer, 3, bin.length);      // at an odd offset, as a message's buffers may be
+    } else out[k] = v;
+  }
+  return out;
 }
-window.sets = []; window.saves = 0;
+const state = traits(await (await fetch("state.json")).json()), handlers = {};
+window.sets = []; window.saves = 0; window.sent = [];
+// an update from the kernel with several traits (hold_sync): every value first, then the change events
+window.update = async (file) => {
+  const u = traits(await (await fetch(file)).json());
+  Object.assign(state, u);
+  for (const k of Object.keys(u)) (handlers["change:" + k] || []).forEach((f) => f());
+};
 const model = {
+  send: (msg) => { window.sent.push(msg); },
   get: (k) => state[k],
   set: (k, v) => { state[k] = v; window.sets.push([k, v]); },
   save_changes: () => { window.saves++; },
@@ -73,7 +83,8 @@ try { window.cleanup = await widget.render({ model, el }); } catch (e) { window.
 </script></body></html>"""
 
 
-def _state(w: RoutingExplorer) -> dict:
+def _state(w: RoutingExplorer, complete: bool = True) -> dict:
+    if complete: w.complete()                                   # the full planes, as a live view gets them once asked
     out = {n: getattr(w, n) for n in ("info",) + VIEW}
     out |= {n: {"b64": base64.b64encode(getattr(w, n)).decode()} for n in BINARY}
     return out
@@ -113,10 +124,10 @@ def demo():
     return Trace.load(ROOT / "tests/data/demo_tir_0.0.1.trace.safetensors")
 
 
-def _open(browser, site, widget, name):
+def _open(browser, site, widget, name, complete: bool = True):
     "A page showing `widget`, first drawn; the page and its element."
     root, url = site
-    (root / "state.json").write_text(json.dumps(_state(widget)))
+    (root / "state.json").write_text(json.dumps(_state(widget, complete)))
     page = browser.new_page(viewport={"width": 1000, "height": 900})
     page.on("console", lambda m: m.type == "error" and print("console:", m.text))
     page.goto(f"{url}/index.html")
@@ -336,4 +347,30 @@ def test_panels_at_32k(browser, site, big, panel):
           const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
           for (let i = 0; i < d.length; i += 4) n += d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250; return n; })()""")
         assert px > 1000, px
+    page.close()
+
+
+def test_progressive_full_view(browser, site, demo):
+    """A "full" view first gets the top-1 planes, draws them and asks for the rest; the rest arrives as one update
+    and the view is rebuilt with every slot, keeping its layer, hover, brush and panel."""
+    root, _ = site
+    w = RoutingExplorer(demo, detail="full", slot=2)
+    page, el = _open(browser, site, w, "progressive", complete=False)
+    assert el.get_attribute("data-pending") == "full" and page.evaluate("window.sent") == [{"ask": "full"}]
+    assert page.locator(".cl-rx-hover-table tr").nth(0).locator("td").count() == 1
+    assert "on their way" in page.locator(".cl-rx-title").inner_text()
+    page.evaluate("window.fromPython('layer', 1); window.fromPython('hover', 420); window.fromPython('brush', [380, 470])")
+    page.select_option(".cl-rx-panel-bar select", "coactivation")
+    assert "waiting for all k slots" in page.locator(".cl-rx-balance").inner_text()
+    w._on_view_message(w, {"ask": "full"}, [])                  # what the kernel does with the view's message
+    (root / "rest.json").write_text(json.dumps({n: w.info if n == "info" else {"b64": base64.b64encode(getattr(w, n)).decode()}
+                                                for n in ("experts", "weights", "scores", "rentropy", "info")}))
+    page.evaluate("window.update('rest.json')")
+    page.wait_for_function("!document.getElementById('w').dataset.pending")
+    cells = page.locator(".cl-rx-hover-table tr").nth(1).locator("td").all_inner_texts()
+    assert [int(c.split()[0]) for c in cells] == demo.routing.experts[420, 1].tolist()      # every slot, same token
+    assert page.locator(".cl-rx-field select >> nth=1").input_value() == "2"               # the slot asked for at first
+    n = page.evaluate("Array.from(document.getElementById('w').__routingExplorer.ui.panelData.matrix)")
+    np.testing.assert_array_equal(np.reshape(n, (16, 16)), coactivation(demo, 1, tokens=slice(380, 470)))
+    assert page.evaluate("window.errors") == []
     page.close()

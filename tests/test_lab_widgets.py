@@ -163,6 +163,8 @@ def widget(lp, source: str):
     lp.page.set_default_timeout(10_000)
     w = lp.widget_outputs(within=lp.cell_output(source))
     assert w.count() == 1, f"the cell {source!r} shows {w.count()} widget outputs"
+    # a progressive explorer (detail "full") first draws its top-1 planes, then gets the rest from the kernel
+    lp.page.wait_for_function("el => !el.querySelector('[data-pending]')", arg=w.first.element_handle(), timeout=30_000)
     return centre(w.first)
 
 
@@ -210,7 +212,7 @@ def _check_load(lp, w, expect_title: str, L: int, K: int, E: int) -> np.ndarray:
     load = np.array(kernel_value(lp, "explorer.load().tolist()"))
     assert load.shape == (L, E)
     # the counts behind the heatmap (the view's own state, exposed for tests as el.__routingExplorer)
-    shown = np.array(w.evaluate("el => Array.from(el.querySelector('.cl-rx').__routingExplorer.ui.loadNumbers.load)"))
+    shown = np.array(w.evaluate("el => Array.from(el.querySelector('.cl-rx').__routingExplorer.ui.panelData.load)"))
     np.testing.assert_array_equal(shown.reshape(L, E), load)
     for l in range(L):
         for e in np.argsort(-load[l], kind="stable")[:3]:
@@ -228,7 +230,7 @@ def test_routing_explorer_hover_layer_segment_brush(lab_server, lab_page, trace)
     t0 = time.monotonic()
     w = widget(lp, "RoutingExplorer(trace")
     grid, text, sel = w.locator("canvas.cl-rx-grid"), w.locator("canvas.cl-rx-text"), w.locator(".cl-rx-field select")
-    assert sel.count() == 3 and [sel.nth(i).input_value() for i in range(3)] == ["0", "0", ""]
+    assert sel.count() == 4 and [sel.nth(i).input_value() for i in range(4)] == ["0", "0", "", "load"]   # layer, slot, segment, panel
     assert kernel_value(lp, "explorer.window") == [0, T]
     lp.screenshot("0-initial", w)
 
@@ -310,6 +312,49 @@ def test_routing_explorer_hover_layer_segment_brush(lab_server, lab_page, trace)
     assert not page_errors(lp), page_errors(lp)
     _timings("routing explorer", open_notebook=opened, run_all_to_widget=shown, run_all_to_done=done,
              interactions=time.monotonic() - t0)
+
+
+def _panel_numbers(w, key: str):
+    return w.evaluate(f"el => Array.from(el.querySelector('.cl-rx').__routingExplorer.ui.panelData.{key})")
+
+
+def test_routing_explorer_panels(lab_server, lab_page, trace):
+    """The side panels in Lab: picking one from the page reaches the kernel (`panel`); co-activation counted in the
+    browser == the kernel's `explorer.coactivation()`; a click on a matrix row picks that expert (`expert`), and
+    the vocabulary table lists what the kernel's `explorer.vocabulary()` lists; the entropy panel draws."""
+    lp, r = lab_page, trace.routing
+    E = r.num_experts
+    shutil.copy(DEMO_TIR, lab_server.root / TRACE_FILE)
+    open_and_run(lp, lab_server, EXPLORER_NB, "explorer_panels.ipynb")
+    w = widget(lp, "RoutingExplorer(trace")
+    panel = w.locator(".cl-rx-panel-bar select")
+    centre(panel)
+    panel.select_option("coactivation")
+    assert kernel_value(lp, "explorer.panel", until=lambda v: v == "coactivation") == "coactivation"
+    wait_text(lp, w.locator(".cl-rx-load-title"), lambda s: s.startswith("co-activation in layer"), "the co-activation title")
+    want = np.array(kernel_value(lp, "explorer.coactivation().tolist()"))
+    np.testing.assert_array_equal(np.reshape(_panel_numbers(w, "matrix"), (E, E)), want)
+    cvs = centre(w.locator("canvas.cl-rx-load"))
+    box = cvs.bounding_box()
+    cw = (box["width"] - 2) / E
+    lp.page.mouse.click(box["x"] + 1 + 2.5 * cw, box["y"] + 1 + 5.5 * cw)          # row 5: expert 5
+    assert kernel_value(lp, "explorer.expert", until=lambda v: v == 5) == 5
+    text = w.locator(".cl-rx-load-hover").inner_text()
+    assert re.fullmatch(rf"experts 5 and 2 together: {want[5, 2]:,} tokens \(expert 5 alone: {want[5, 5]:,}\)", text), text
+    lp.screenshot("panel-coactivation", w)
+    panel.select_option("vocabulary")
+    wait_text(lp, w.locator(".cl-rx-load-title"), lambda s: s.startswith("expert 5 in layer"), "the vocabulary title")
+    rows = w.locator(".cl-rx-vocab tr")
+    vocab = kernel_value(lp, "explorer.vocabulary()")
+    for i, row in enumerate(vocab[:5]):
+        cells = rows.nth(i + 1).locator("td").all_inner_texts()
+        assert [int(cells[1].replace(",", "")), int(cells[2].replace(",", ""))] == [row["count"], row["frequency"]], (i, cells, row)
+    lp.screenshot("panel-vocabulary", w)
+    panel.select_option("entropy")
+    wait_text(lp, w.locator(".cl-rx-load-title"), lambda s: s.startswith("routing entropy"), "the entropy title")
+    np.testing.assert_allclose(_panel_numbers(w, "byLayer"), kernel_value(lp, "explorer.entropy().tolist()"), atol=0.06)
+    lp.screenshot("panel-entropy", w)
+    assert not page_errors(lp), page_errors(lp)
 
 
 # Was a widget bug (textWindow started the strip at min(hovered - 15, view end - 400) while only ~100 tokens fit its

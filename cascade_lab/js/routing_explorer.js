@@ -151,7 +151,8 @@ function skeleton(el, d) {
   el.classList.add("cl-rx");
   const bar = elem("div", "cl-rx-bar", el);
   elem("span", "cl-rx-title", bar, `${i.model.name} [${i.model.kind}] · ${d.T.toLocaleString()} tokens · ` +
-       `${d.L} MoE layers · top-${i.top_k} of ${d.E} experts` + (i.n_shared_experts ? ` + ${i.n_shared_experts} shared` : ""));
+       `${d.L} MoE layers · top-${i.top_k} of ${d.E} experts` + (i.n_shared_experts ? ` + ${i.n_shared_experts} shared` : "") +
+       (i.pending ? " · top-1 shown, the other slots on their way" : ""));
   ui.layer = select(bar, "layer", i.moe_layers.map((m, l) => [l, `${m} (MoE ${l + 1}/${d.L})`]), 0);
   ui.slot = select(bar, "slot", Array.from({ length: d.K }, (_, s) => [s, s === 0 ? "top-1" : `#${s + 1}`]), 0);
   ui.slot.disabled = d.K === 1;
@@ -652,7 +653,8 @@ function drawMatrix(v, m, rowNorm) {
 
 function drawCoactivation(v) {
   const { d, st, ui } = v, name = d.info.moe_layers[st.layer];
-  if (d.K < 2) return emptyPanel(v, "co-activation", "co-activation needs all k slots: RoutingExplorer(trace, detail=\"full\")");
+  if (d.K < 2) return emptyPanel(v, "co-activation", d.info.pending ? "co-activation: waiting for all k slots from the kernel" :
+                                 "co-activation needs all k slots: RoutingExplorer(trace, detail=\"full\")");
   const tokens = selection(v), m = cached(v, "coactivation", `${v.sel.key}|${st.layer}`, () => countPairs(d, tokens, st.layer));
   const cw = drawMatrix(v, m, false);
   ui.loadTitle.textContent = `co-activation in layer ${name}, ${where(st)}: ${tokens.length.toLocaleString()} tokens`;
@@ -744,8 +746,10 @@ function geometry(el, ui, d) {
   return { width, dpr, rowH, top, height, plotW: width - GRID_LEFT - 4 };
 }
 
-function makeView(el, model, d) {
-  const ui = skeleton(el, d), pal = palette(d.E), st = initialState(model, d);
+function makeView(el, model, d, prev) {
+  const ui = skeleton(el, d), pal = palette(d.E);
+  // the trait, not prev.slot: a slot asked for before the full planes came was clamped to 0 meanwhile
+  const st = prev ? { ...prev, drag: null, slot: Math.min(model.get("slot"), d.K - 1) } : initialState(model, d);
   const v = { el, model, d, ui, pal, st, mask: filterMask(d, st.segment), geo: null, geoStale: true, cols: null, frame: 0,
               labels: hoverLabels(d, pal), textCache: textCache(d, pal) };
   clampWindow(st, d);
@@ -1005,15 +1009,31 @@ function listen(v) {
   return () => on.forEach((f) => f());
 }
 
-async function render({ model, el }) {
+async function mount(el, model, prev) {
+  // (re)build the view from the traits; `prev`: the state of the view it replaces (the full planes arrived)
   const d = await decode(model);
-  if (!d.T) { el.textContent = "RoutingExplorer: this trace has no tokens"; el.dataset.ready = "1"; return; }
-  const v = makeView(el, model, d);
+  el.replaceChildren();
+  if (!d.T) { el.textContent = "RoutingExplorer: this trace has no tokens"; el.dataset.ready = "1"; return { stop() {} }; }
+  const v = makeView(el, model, d, prev);
   const stop = listen(v);
   refreshLoad(v);
   showHover(v);
   el.__routingExplorer = v;                                // for the browser tests: the view's state, read-only use
-  return () => { stop(); cancelAnimationFrame(v.frame); clearTimeout(v.windowTimer); };
+  if (d.info.pending) {
+    // a progressive "full" view: the top-1 grid is up, now ask the kernel for every slot (a page without a
+    // kernel has nothing to ask: the view stays at the top-1 level and says so in its title)
+    el.dataset.pending = d.info.pending;
+    try { model.send({ ask: d.info.pending }); } catch (e) { /* no kernel */ }
+  } else delete el.dataset.pending;
+  return { v, stop: () => { stop(); cancelAnimationFrame(v.frame); clearTimeout(v.windowTimer); } };
+}
+
+async function render({ model, el }) {
+  let view = await mount(el, model, null), busy = Promise.resolve();
+  // new planes (the rest of a progressive view, or a new trace): one rebuild at a time, each from the last state
+  const onInfo = () => { busy = busy.then(async () => { const prev = view.v && view.v.st; view.stop(); view = await mount(el, model, prev); }); };
+  model.on("change:info", onInfo);
+  return () => { model.off("change:info", onInfo); view.stop(); };
 }
 
 export default { render };
