@@ -317,6 +317,10 @@ def test_divergence_button_and_markers(opened, view):
     red = page.evaluate(f"""(() => {{ const c = document.querySelector('#w0 canvas.cl-cv-main'), k = c.width / c.getBoundingClientRect().width;
       return Array.from(c.getContext('2d').getImageData(Math.round({x - 1} * k), Math.round({g['aTop'] + 2} * k), 2, 1).data); }})()""")
     assert all(p[0] > 150 and p[1] < 80 and p[2] < 80 for p in (red[:4], red[4:])), red
+    # the strip's top line: dark red over tokens whose expert set differs in some layer (1000..24000), blank before
+    line = lambda t: page.evaluate(f"""(() => {{ const c = document.querySelector('#w0 canvas.cl-cv-main'), k = c.width / c.getBoundingClientRect().width;
+      return Array.from(c.getContext('2d').getImageData(Math.round({GRID_LEFT + t / 32768 * g['plotW']} * k), Math.round({g['stripTop'] + 2} * k), 1, 1).data); }})()""")  # noqa: E731
+    assert line(500)[:3] == [255, 255, 255] and line(5000)[:3] == [140, 0, 0] and line(20000)[:3] == [140, 0, 0], (line(500), line(5000))
     page.locator("#w0 button", has_text="go to first divergence").click()
     start, end = page.evaluate("window.states[0].window")
     assert start <= 1000 < end and end - start <= 64, (start, end)
