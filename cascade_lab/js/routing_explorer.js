@@ -584,6 +584,14 @@ function entropyColumns(v, W) {
   return { c, mean };
 }
 
+function floorOf(values, top) {
+  // the bottom of an entropy scale: under the smallest finite value by half the values' spread (0 at the least)
+  let lo = Infinity, hi = -Infinity;
+  for (const x of values) if (Number.isFinite(x)) { lo = Math.min(lo, x); hi = Math.max(hi, x); }
+  if (!Number.isFinite(lo)) return 0;
+  return Math.max(0, Math.min(lo - 0.5 * (hi - lo), top - 0.05 * top, lo - 0.01));
+}
+
 function drawEntropy(v) {
   const { ui, d, st } = v;
   if (!d.rentropy) return emptyPanel(v, "routing entropy", "this trace has no mixing weights, so no routing entropy");
@@ -593,23 +601,26 @@ function drawEntropy(v) {
   const { ch } = cellSize(d, d.L), barsH = d.L * ch, cvs = ui.load;
   cvs.width = W; cvs.height = barsH + 8 + STRIP_H;
   const ctx = cvs.getContext("2d");
-  for (let l = 0; l < d.L; l++) {                          // bars: share of the maximum, ln k
-    const f = byLayer[l] / lnk;
+  // both scales end at ln k and start a little under the lowest value shown: a router whose weights are nearly
+  // even everywhere still shows where it is more decided
+  const bl = floorOf(byLayer, lnk), sl = floorOf(along.mean, lnk);
+  for (let l = 0; l < d.L; l++) {
+    const f = (byLayer[l] - bl) / (lnk - bl);
     ctx.fillStyle = l === st.layer ? "#e8710a" : "#5c6bc0";
     if (Number.isFinite(f)) ctx.fillRect(0, l * ch + 1, Math.max(1, f * W), ch - 2);
   }
   const y0 = barsH + 8;
   for (let x = 0; x < W; x++) {                            // the strip: coloured by the segment of the column
-    const h = along.mean[x] / lnk, k = d.kinds[along.c.a[x]];
+    const h = Math.max(0, (along.mean[x] - sl) / (lnk - sl)), k = d.kinds[along.c.a[x]];
     if (!Number.isFinite(h)) continue;
     ctx.fillStyle = k === NO_SEGMENT ? "#888" : css(d.kindColors[k]);
-    ctx.fillRect(x, y0 + STRIP_H * (1 - h), 1, STRIP_H * h);
+    ctx.fillRect(x, y0 + STRIP_H * (1 - h), 1, Math.max(1, STRIP_H * h));
   }
   ctx.strokeStyle = "#ccc"; ctx.strokeRect(0.5, y0 + 0.5, W - 1, STRIP_H - 1);
   ui.loadTitle.textContent = `routing entropy (nats, of the k mixing weights; max ln ${d.info.top_k} = ${fmt(lnk, 2)}), ${where(st)}: ` +
     `${tokens.length.toLocaleString()} tokens`;
-  ui.balance.textContent = `bars: mean per MoE layer · strip: layer ${d.info.moe_layers[st.layer]} along the view ` +
-    `${Math.floor(st.start)}–${Math.ceil(st.end)}, coloured by segment`;
+  ui.balance.textContent = `bars: mean per MoE layer, ${fmt(bl, 2)}–${fmt(lnk, 2)} · strip: layer ${d.info.moe_layers[st.layer]} ` +
+    `along the view ${Math.floor(st.start)}–${Math.ceil(st.end)}, ${fmt(sl, 2)}–${fmt(lnk, 2)}, coloured by segment`;
   ui.panelData = { panel: "entropy", byLayer, along, ch, barsH, y0, W, n: tokens.length };
 }
 
