@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Benchmark of the notebook widgets: RoutingExplorer (detail "top1" and "full"), ThinkingViewer, TIRStepper, show().
+"""Benchmark of the notebook widgets: RoutingExplorer (detail "top1" and "full"), ThinkingViewer, TIRStepper,
+CompareView (a trace and a copy whose routing is changed from a third of the way in), show().
 
 Every figure of the widgets' goals, each printed with its goal and PASS or FAIL, on `synthetic_trace(32768)` (the
 real shape: 23 MoE layers, top-6 of 128 experts), on the demo traces in tests/data/ and (unless --quick) on a demo
@@ -51,7 +52,22 @@ DATA = REPO / "tests" / "data"
 MB = 1e6
 GOALS = {"build_s": 0.2, "top1_mb": 2.0, "full_mb": 10.0, "lab_s": 0.5, "hover_ms": 2.0, "redraw_ms": 16.0}
 BIG, SMALL = "synthetic_trace({})", "synthetic_trace(300)"      # the labels of the two synthetic traces
-WIDGETS = ("RoutingExplorer top1", "RoutingExplorer full", "ThinkingViewer", "TIRStepper")
+WIDGETS = ("RoutingExplorer top1", "RoutingExplorer full", "ThinkingViewer", "TIRStepper", "CompareView")
+_PARTNERS = {}      # id(trace) -> its rerouted copy: CompareView's second run, made once, outside the timings
+
+
+def partner(tr):
+    """`tr` with its routing changed from a third of the way in, in MoE layer 3 (or the last), every expert id
+    shifted by one: a pair whose texts agree and whose routing diverges, for CompareView."""
+    import copy
+    if id(tr) not in _PARTNERS:
+        t2 = copy.deepcopy(tr)
+        r = t2.routing
+        if r is not None:
+            l = min(3, len(r.layers) - 1)
+            r.experts[len(tr) // 3:, l] = (r.experts[len(tr) // 3:, l] + 1) % r.num_experts
+        _PARTNERS[id(tr)] = (tr, t2)                               # tr kept alive, so its id is not reused
+    return _PARTNERS[id(tr)][1]
 
 
 class Report:
@@ -121,9 +137,11 @@ def makers() -> dict:
     "{widget label: function(trace) -> widget} for the four widgets, and show()."
     from cascade_lab.explorer import RoutingExplorer
     from cascade_lab.stepper import ThinkingViewer, TIRStepper, show
+    from cascade_lab.compare import CompareView
     return {"RoutingExplorer top1": lambda tr: RoutingExplorer(tr, detail="top1"),
             "RoutingExplorer full": lambda tr: RoutingExplorer(tr, detail="full"),
-            "ThinkingViewer": ThinkingViewer, "TIRStepper": TIRStepper, "show(trace)": show}
+            "ThinkingViewer": ThinkingViewer, "TIRStepper": TIRStepper,
+            "CompareView": lambda tr: CompareView(tr, partner(tr)), "show(trace)": show}
 
 
 def models(w) -> list:
@@ -205,7 +223,7 @@ def python_figures(a, traces: dict, report: Report) -> None:
 def payload_lines(rows, report: Report) -> None:
     print("\n== bytes sent to the browser: synced traits but _esm/_css (binary: length; others: JSON), over the "
           "widget's models; MB = 10^6 bytes")
-    goal = {"RoutingExplorer top1": GOALS["top1_mb"], "RoutingExplorer full": GOALS["full_mb"]}
+    goal = {"RoutingExplorer top1": GOALS["top1_mb"], "RoutingExplorer full": GOALS["full_mb"], "CompareView": GOALS["top1_mb"]}
     for label, name, p in rows:
         what = f"bytes {name:<20} {label}"
         measured = (f"{p['total'] / MB:.3f} MB (binary {p['binary'] / MB:.3f} MB, JSON {p['json'] / MB:.3f} MB); "
@@ -381,6 +399,35 @@ def interaction_figures(a, harness: Harness, big, report: Report) -> None:
         page.close()
 
 
+def _compare_point(page, frac: float, row: int = 3) -> tuple[float, float]:
+    "Page coordinates `frac` across CompareView's grid of run A, in MoE layer row `row`."
+    box = page.locator(".cl-cv-main").bounding_box()
+    top, row_h, plot_w = page.evaluate("(() => { const g = document.getElementById('w').__compareView.geo; return [g.aTop, g.rowH, g.plotW]; })()")
+    return box["x"] + 44 + frac * plot_w, box["y"] + top + (row + 0.5) * row_h
+
+
+def compare_figures(a, harness: Harness, big, report: Report) -> None:
+    import numpy as np
+    from cascade_lab.compare import CompareView
+    T = len(big)
+    print(f"\n== CompareView JavaScript, {T:,} tokens and a rerouted copy, zoomed out")
+    page = harness.open(CompareView(big, partner(big)))
+    h = []
+    for f in np.linspace(0.02, 0.98, a.hovers):
+        page.evaluate("document.getElementById('w').dataset.hoverMs = ''")
+        page.mouse.move(*_compare_point(page, float(f)))
+        v = page.evaluate("document.getElementById('w').dataset.hoverMs")
+        if v: h.append(float(v))
+    r = python_window_ms(page, a.redraws, T)
+    med = lambda xs: statistics.median(xs) if xs else float("nan")
+    report.goal(f"hover CompareView: data-hover-ms over {len(h)} positions", f"median {med(h):.2f} ms, max {max(h):.2f} ms",
+                f"<= {GOALS['hover_ms']:g} ms, on the median", med(h) <= GOALS["hover_ms"], _over(med(h), GOALS["hover_ms"], "ms"))
+    report.goal(f"redraw CompareView: data-redraw-ms over {len(r)} windows set from Python (nothing cached)",
+                f"median {med(r):.2f} ms, max {max(r):.2f} ms", f"<= {GOALS['redraw_ms']:g} ms, on the median",
+                med(r) <= GOALS["redraw_ms"], _over(med(r), GOALS["redraw_ms"], "ms"))
+    page.close()
+
+
 def dom_figures(harness: Harness, big, small, report: Report) -> None:
     mk = makers()
     print(f"\n== DOM nodes (elements + text) inside each widget's element, at {len(big):,} and at {len(small):,} tokens")
@@ -413,13 +460,18 @@ def dom_figures(harness: Harness, big, small, report: Report) -> None:
 
 # ---------------------------------------------------------------- JupyterLab
 
-LAB_SETUP = """from cascade_lab.trace import synthetic_trace
+LAB_SETUP = """import copy
+from cascade_lab.trace import synthetic_trace
 from cascade_lab.explorer import RoutingExplorer
 from cascade_lab.stepper import ThinkingViewer, TIRStepper, show
+from cascade_lab.compare import CompareView
 tr = synthetic_trace({tokens})
+tr2 = copy.deepcopy(tr)                  # CompareView's second run: routing changed from a third in, in MoE layer 3
+tr2.routing.experts[len(tr) // 3:, 3] = (tr2.routing.experts[len(tr) // 3:, 3] + 1) % tr2.routing.num_experts
 len(tr)"""
 LAB_CELLS = {"RoutingExplorer top1": "RoutingExplorer(tr)", "RoutingExplorer full": 'RoutingExplorer(tr, detail="full")',
-             "ThinkingViewer": "ThinkingViewer(tr)", "TIRStepper": "TIRStepper(tr)", "show(trace)": "show(tr)"}
+             "ThinkingViewer": "ThinkingViewer(tr)", "TIRStepper": "TIRStepper(tr)", "CompareView": "CompareView(tr, tr2)",
+             "show(trace)": "show(tr)"}
 
 # Runs cell `i` with Lab's own command, with every other output cleared (the cell is in view, the page light), and
 # times from the command to a new element with data-ready="1" in that cell (`n` of them: a box of widgets).
@@ -539,6 +591,7 @@ def browser_figures(a, traces: dict, report: Report) -> None:
             harness = Harness(browser)
             try:
                 interaction_figures(a, harness, big, report)
+                compare_figures(a, harness, big, report)
                 dom_figures(harness, big, small, report)
             finally:
                 harness.close()

@@ -49,19 +49,19 @@ DETAILS = ("top1", "full")
 _RUN_PLANES = ("experts", "kinds", "recorded", "text", "offsets")
 _PLANES = tuple(f"{n}_{s}" for s in "ab" for n in _RUN_PLANES) + ("jaccard",)
 
-def _jaccard_codes(ra, rb, p: int) -> tuple[np.ndarray, list[float], int]:
-    """The Jaccard of both runs' expert sets per (MoE layer, token) of the first `p` tokens, as codes `[L, p]` into
-    a table of values, the table, and the code of a row not recorded in both (the dtype's largest value)."""
-    k = ra.k
-    inter, na, nb = _same_sets(ra.experts[:p], rb.experts[:p])                # [p, L]: |A∩B|, |A|, |B|
-    key = inter.astype(np.int32) * (2 * k + 1) + (na + nb - inter)             # (|A∩B|, |A∪B|) as one int
+def _jaccard_codes(cmp: dict, n_layers: int, k: int) -> tuple[np.ndarray, list[float], int]:
+    """The Jaccard of both runs' expert sets per (MoE layer, token) of the common prefix, from `views.compare`'s
+    `overlap` (`per_token=True`), as codes `[L, prefix]` into a table of values, the table, and the code of a row
+    not recorded in both (the dtype's largest value)."""
+    o = cmp["overlap"]
+    key = o["inter"].astype(np.int32) * (2 * k + 1) + o["union"]              # (|A∩B|, |A∪B|) as one int
     present = np.flatnonzero(np.bincount(key.ravel(), minlength=(k + 1) * (2 * k + 1)))
     dtype = np.uint8 if len(present) < 255 else np.dtype("<u2")
     none = np.iinfo(dtype).max
     lut = np.full((k + 1) * (2 * k + 1), none, dtype)
     lut[present] = np.arange(len(present))
-    codes = lut[key]
-    codes[~(ra.recorded_mask()[:p] & rb.recorded_mask()[:p])] = none
+    codes = np.full((cmp["prefix"], n_layers), none, dtype)
+    codes[o["rows"]] = lut[key]
     values = [float(i / u) for i, u in zip(present // (2 * k + 1), present % (2 * k + 1))]
     return np.ascontiguousarray(codes.T), values, int(none)
 
@@ -89,13 +89,14 @@ def _pair_info(a: Trace, b: Trace, labels, detail: str, cmp: dict, values: list,
             "segment_kinds": list(SEGMENT_KINDS), "segment_colors": SEGMENT_COLORS,
             "encoding": {n: "deflate" for n in ("experts_a", "experts_b", "jaccard")}}
 
-def pack_pair(a: Trace, b: Trace, labels=("A", "B"), detail: str = "top1") -> dict:
+def pack_pair(a: Trace, b: Trace, labels=("A", "B"), detail: str = "top1", cmp: dict | None = None) -> dict:
     """The CompareView's trait values for traces `a` and `b`: `info` (JSON) and the binary planes described above.
-    `detail`: "top1" (each run's top-1 experts) or "full" (all k)."""
+    `detail`: "top1" (each run's top-1 experts) or "full" (all k); `cmp`: `views.compare(a, b, per_token=True)`
+    when the caller has it already (it is the costly part)."""
     labels = _check_pair(a, b, labels)
     if detail not in DETAILS: raise ValueError(f"detail must be one of {DETAILS}, got {detail!r}")
-    cmp = compare(a, b)
-    codes, values, none = _jaccard_codes(a.routing, b.routing, cmp["prefix"])
+    if cmp is None or "overlap" not in cmp: cmp = compare(a, b, per_token=True)
+    codes, values, none = _jaccard_codes(cmp, len(a.routing.layers), a.routing.k)
     K = 1 if detail == "top1" else a.routing.k
     planes = {**_run_planes(a, K, "a"), **_run_planes(b, K, "b"), "jaccard": _deflate(codes)}
     return {"info": _pair_info(a, b, labels, detail, cmp, values, none), **planes}
@@ -137,8 +138,11 @@ class CompareView(anywidget.AnyWidget):
     window = traitlets.List(traitlets.Int(), default_value=[]).tag(sync=True)
 
     def __init__(self, a: Trace, b: Trace, labels=("A", "B"), detail: str = "top1", **view):
-        packed = pack_pair(a, b, labels, detail)
-        self.a, self.b, self.comparison = a, b, compare(a, b)
+        labels = _check_pair(a, b, labels)                 # a clear refusal before any work
+        cmp = compare(a, b, per_token=True)                 # once: the per-layer figures and the per-token strip
+        packed = pack_pair(a, b, labels, detail, cmp)
+        self.a, self.b = a, b
+        self.comparison = {k: v for k, v in cmp.items() if k != "overlap"}
         T = packed["info"]["T"]
         super().__init__(**packed, **{"window": [0, T] if T else [], **view})
 

@@ -173,11 +173,12 @@ def _same_sets(ea: np.ndarray, eb: np.ndarray):
         inter += found & fa[..., i]
     return inter, fa.sum(-1, dtype=np.int16), fb.sum(-1, dtype=np.int16)
 
-def compare(a, b) -> dict:
+def compare(a, b, per_token: bool = False) -> dict:
     """Two traces' routing along their common token prefix (rows recorded in both): `prefix` (its length),
     `compared` (rows compared), `jaccard` [L] (mean |A∩B| / |A∪B| of the expert sets, as `jaccard_by_layer`),
     `top1_agreement` [L] (share of rows with the same first choice), `first_divergence` (the first token whose
-    expert set differs in some layer; None when none does)."""
+    expert set differs in some layer; None when none does). `per_token`: also `overlap`, the compared rows'
+    token positions `rows` [n] and their `inter` and `union` sizes [n, L] (what a per-token view needs)."""
     ra, rb = _routing(a), _routing(b)
     if ra.layers != rb.layers: raise ValueError(f"the traces' MoE layers differ: {ra.layers} vs {rb.layers}")
     p = common_prefix(a, b)
@@ -189,8 +190,10 @@ def compare(a, b) -> dict:
         jac = (inter / (na + nb - inter)).mean(0) if len(rows) else np.full(len(ra.layers), np.nan)
         top1 = (ea[..., 0] == eb[..., 0]).mean(0) if len(rows) else np.full(len(ra.layers), np.nan)
     first = np.flatnonzero(diff.any(-1))
-    return {"prefix": p, "compared": len(rows), "jaccard": jac, "top1_agreement": top1,
-            "first_divergence": int(rows[first[0]]) if first.size else None}
+    out = {"prefix": p, "compared": len(rows), "jaccard": jac, "top1_agreement": top1,
+           "first_divergence": int(rows[first[0]]) if first.size else None}
+    if per_token: out["overlap"] = {"rows": rows, "inter": inter, "union": na + nb - inter}
+    return out
 
 # %% ../nbs/15_views.ipynb #7f9d675a
 def load_by_segment(trace, weighted: bool = False) -> dict[str, np.ndarray]:
