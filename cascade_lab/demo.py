@@ -7,6 +7,7 @@ Docs: https://cascade-lab.github.io/cascade-lab/demo.html.md"""
 # %% ../nbs/06_demo.ipynb #512bd6fa
 from __future__ import annotations
 
+import ast
 import json
 import random
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ from pathlib import Path
 from .chat import MATH_INSTRUCTION, PYTHON_TOOL, render_chat
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'SPECIAL_IDS', 'DEMO_VOCAB_SIZE', 'FORMAT_TAGS', 'CHAT_TEMPLATE', 'SEEDS', 'NAMES', 'ITEMS',
-           'TIR_INSTRUCTION', 'DEMO_PATTERN', 'DEMO_DIR', 'DEMO_NAME', 'build_tokenizer', 'wrap_tokenizer', 'Problem',
-           'make_problem', 'make_problems', 'tool_code', 'boxed_answer', 'tir_conversation', 'thinking_turns',
-           'instruct_turns', 'Conversation', 'make_conversations', 'Example', 'training_examples', 'demo_config',
-           'TrainSettings', 'encode_examples', 'RouterLoads', 'train_demo', 'save_demo', 'model_card',
-           'write_model_card']
+__all__ = ['SPECIAL_TOKENS', 'SPECIAL_IDS', 'DEMO_VOCAB_SIZE', 'FORMAT_TAGS', 'CHAT_TEMPLATE', 'SEEDS', 'FAMILIES', 'NAMES',
+           'ITEMS', 'TEMPLATES', 'TIR_INSTRUCTION', 'DEMO_PATTERN', 'DEMO_DIR', 'DEMO_NAME', 'build_tokenizer',
+           'wrap_tokenizer', 'Problem', 'make_problem', 'make_problems', 'work_add', 'work_sub', 'work_mul', 'work_div',
+           'worked_steps', 'numbers_expr', 'boxed_answer', 'thinking_text', 'instruct_text', 'code_lines', 'tool_code',
+           'traceback_text', 'buggy_code', 'tir_conversation', 'thinking_turns', 'instruct_turns', 'Conversation',
+           'make_conversations', 'Example', 'training_examples', 'demo_config', 'TrainSettings', 'encode_examples',
+           'RouterLoads', 'train_demo', 'save_demo', 'model_card', 'write_model_card']
 
 # %% ../nbs/06_demo.ipynb #389245e3
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"] + [f"<SPECIAL_{i}>" for i in range(4, 10)] + [
@@ -150,6 +152,7 @@ CHAT_TEMPLATE = "\n".join([_TEMPLATE_START, _TEMPLATE_TOOLS, _TEMPLATE_MESSAGES]
 
 # %% ../nbs/06_demo.ipynb #55599da9
 SEEDS = {"train": 1000, "valid": 2000, "eval": 3000}
+FAMILIES = ("units", "word", "compare", "combinatorics")     # easiest first
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Emma", "Farid", "Grace", "Hugo", "Ines", "Jamal", "Kira", "Liam", "Maya",
          "Noah", "Olga", "Priya", "Quinn", "Ravi", "Sofia", "Tom", "Uma", "Victor", "Wen", "Yara", "Zoe"]
@@ -163,118 +166,353 @@ class Problem:
     answer: int
     values: dict          # name -> integer in the order they appear
     formula: str          # a Python expression over the names
+    family: str = "word"  # one of FAMILIES
 
 def _pick(rng, options): return options[rng.randrange(len(options))]
 
 # %% ../nbs/06_demo.ipynb #5246d394
-def _templates():
-    "Each template: (values sampler, question wordings, formula). Wordings use {n} {i} {x} {y} {z}..."
-    return [
-        (lambda r: dict(start=r.randint(10, 99), bought=r.randint(10, 99), gave=r.randint(1, 19)),
-         ["{n} has {start} {i}. {n} buys {bought} more and then gives {gave} to a friend. How many {i} does {n} have now?",
-          "{n} starts with {start} {i}, gets {bought} more, and gives away {gave}. How many {i} are left?",
-          "There are {start} {i} in a jar. {n} adds {bought} and takes out {gave}. How many {i} are in the jar?"],
-         "start + bought - gave"),
-        (lambda r: dict(per_box=r.randint(3, 30), boxes=r.randint(2, 19), removed=r.randint(1, 30)),
-         ["A box holds {per_box} {i}. {n} fills {boxes} boxes and then removes {removed} {i}. How many {i} remain in the boxes?",
-          "{n} packs {boxes} boxes with {per_box} {i} each, then takes {removed} {i} out. How many {i} are still packed?"],
-         "per_box * boxes - removed"),
-        (lambda r: dict(per_day=r.randint(5, 60), days=r.randint(2, 15), spent=r.randint(1, 60)),
-         ["{n} earns {per_day} dollars a day for {days} days and spends {spent} dollars. How many dollars does {n} have left?",
-          "Working {days} days at {per_day} dollars per day, {n} then pays {spent} dollars for lunch. How much money remains?"],
-         "per_day * days - spent"),
-        (lambda r: dict(rows=r.randint(2, 25), per_row=r.randint(2, 25), extra=r.randint(1, 50)),
-         ["There are {rows} rows of {per_row} chairs, and {extra} more chairs are added. How many chairs are there in total?",
-          "A hall has {rows} rows with {per_row} seats each. Then {extra} seats are added. How many seats does the hall have?"],
-         "rows * per_row + extra"),
-        (lambda r: dict(monday=r.randint(5, 80), tuesday=r.randint(5, 80)),
-         ["{n} reads {monday} pages on Monday, {tuesday} pages on Tuesday and twice as many on Wednesday as on Monday. How many pages did {n} read in total?",
-          "On Monday {n} reads {monday} pages and on Tuesday {tuesday} pages. On Wednesday {n} reads double the Monday amount. What is the total number of pages?"],
-         "monday + tuesday + 2 * monday"),
-        (lambda r: dict(pens=r.randint(2, 20), pen_price=r.randint(1, 15), books=r.randint(2, 20), book_price=r.randint(1, 30)),
-         ["A shop sells {pens} pens at {pen_price} dollars each and {books} notebooks at {book_price} dollars each. What is the total cost?",
-          "{n} buys {pens} pens for {pen_price} dollars each and {books} notebooks for {book_price} dollars each. How much does {n} pay?"],
-         "pens * pen_price + books * book_price"),
-        (lambda r: dict(had=r.randint(20, 99), gave=r.randint(1, 19), times=r.randint(2, 5)),
-         ["{n} had {had} {i}, gave away {gave}, and then received {times} times as many as {n} gave away. How many {i} does {n} have?",
-          "After giving {gave} of {had} {i} to a friend, {n} gets back {times} times that number. How many {i} does {n} have now?"],
-         "had - gave + times * gave"),
-        (lambda r: dict(groups=r.randint(2, 12), size=r.randint(2, 12), more=r.randint(1, 9)),
-         ["{total} students are split into groups of {size}. Then {more} more groups arrive. How many groups are there?",
-          "A teacher divides {total} students into teams of {size}, and {more} other teams join. How many teams are there now?"],
-         "total // size + more"),
-        (lambda r: dict(temp=r.randint(20, 90), drop=r.randint(1, 19), rise=r.randint(1, 40)),
-         ["The temperature was {temp} degrees, dropped by {drop} degrees, then rose by {rise} degrees. What is the temperature now?",
-          "It is {temp} degrees in the morning. By noon it is {drop} degrees colder, and by evening {rise} degrees warmer than at noon. How warm is it in the evening?"],
-         "temp - drop + rise"),
-        (lambda r: dict(weekly=r.randint(5, 50), weeks=r.randint(2, 12), game=r.randint(5, 60), book=r.randint(1, 20)),
-         ["{n} saves {weekly} dollars each week for {weeks} weeks, then buys a game for {game} dollars and a book for {book} dollars. How many dollars are left?",
-          "Saving {weekly} dollars a week for {weeks} weeks, {n} spends {game} dollars on a game and {book} on a book. What is left?"],
-         "weekly * weeks - game - book"),
-    ]
+_UNITS = [
+    (lambda r: dict(m=r.randint(1, 9), cm=r.randint(1, 99)),
+     ["A rope is {m} m {cm} cm long. How many centimeters long is it?",
+      "{n} walks {m} meters and {cm} centimeters. How many centimeters is that?"], "m * 100 + cm"),
+    (lambda r: dict(h=r.randint(1, 9), mins=r.randint(1, 59)),
+     ["A film lasts {h} hours and {mins} minutes. How many minutes is that?",
+      "{n} practises for {h} h {mins} min. How many minutes in all?"], "h * 60 + mins"),
+    (lambda r: dict(kg=r.randint(1, 9), g=r.randint(1, 999)),
+     ["A bag of {i} weighs {kg} kg {g} g. How many grams is that?",
+      "{n}'s parcel weighs {kg} kilograms and {g} grams. What is its weight in grams?"], "kg * 1000 + g"),
+    (lambda r: dict(d=r.randint(1, 99), c=r.randint(1, 99)),
+     ["{n} has {d} dollars and {c} cents. How many cents is that?",
+      "A toy costs {d} dollars {c} cents. What is the price in cents?"], "d * 100 + c"),
+    (lambda r: dict(w=r.randint(1, 12), days=r.randint(1, 6)),
+     ["{n} is away for {w} weeks and {days} days. How many days is that?",
+      "A trip lasts {w} weeks and {days} days. How many days long is it?"], "w * 7 + days"),
+]
+
+# %% ../nbs/06_demo.ipynb #a0de0001
+_WORD = [
+    (lambda r: dict(start=r.randint(10, 99), bought=r.randint(10, 99), gave=r.randint(1, 19)),
+     ["{n} has {start} {i}. {n} buys {bought} more and then gives {gave} to a friend. How many {i} does {n} have now?",
+      "{n} starts with {start} {i}, gets {bought} more, and gives away {gave}. How many {i} are left?",
+      "There are {start} {i} in a jar. {n} adds {bought} and takes out {gave}. How many {i} are in the jar?"],
+     "start + bought - gave"),
+    (lambda r: dict(per_box=r.randint(3, 30), boxes=r.randint(2, 19), removed=r.randint(1, 5)),
+     ["A box holds {per_box} {i}. {n} fills {boxes} boxes and then removes {removed} {i}. How many {i} remain in the boxes?",
+      "{n} packs {boxes} boxes with {per_box} {i} each, then takes {removed} {i} out. How many {i} are still packed?"],
+     "per_box * boxes - removed"),
+    (lambda r: dict(per_day=r.randint(5, 60), days=r.randint(2, 15), spent=r.randint(1, 9)),
+     ["{n} earns {per_day} dollars a day for {days} days and spends {spent} dollars. How many dollars does {n} have left?",
+      "Working {days} days at {per_day} dollars per day, {n} then pays {spent} dollars for lunch. How much money remains?"],
+     "per_day * days - spent"),
+    (lambda r: dict(rows=r.randint(2, 25), per_row=r.randint(2, 25), extra=r.randint(1, 50)),
+     ["There are {rows} rows of {per_row} chairs, and {extra} more chairs are added. How many chairs are there in total?",
+      "A hall has {rows} rows with {per_row} seats each. Then {extra} seats are added. How many seats does the hall have?"],
+     "rows * per_row + extra"),
+    (lambda r: dict(monday=r.randint(5, 80), tuesday=r.randint(5, 80)),
+     ["{n} reads {monday} pages on Monday, {tuesday} pages on Tuesday and twice as many on Wednesday as on Monday. How many pages did {n} read in total?",
+      "On Monday {n} reads {monday} pages and on Tuesday {tuesday} pages. On Wednesday {n} reads double the Monday amount. What is the total number of pages?"],
+     "monday + tuesday + 2 * monday"),
+    (lambda r: dict(pens=r.randint(2, 20), pen_price=r.randint(1, 15), books=r.randint(2, 20), book_price=r.randint(1, 30)),
+     ["A shop sells {pens} pens at {pen_price} dollars each and {books} notebooks at {book_price} dollars each. What is the total cost?",
+      "{n} buys {pens} pens for {pen_price} dollars each and {books} notebooks for {book_price} dollars each. How much does {n} pay?"],
+     "pens * pen_price + books * book_price"),
+    (lambda r: dict(had=r.randint(20, 99), gave=r.randint(1, 19), times=r.randint(2, 5)),
+     ["{n} had {had} {i}, gave away {gave}, and then received {times} times as many as {n} gave away. How many {i} does {n} have?",
+      "After giving {gave} of {had} {i} to a friend, {n} gets back {times} times that number. How many {i} does {n} have now?"],
+     "had - gave + times * gave"),
+    (lambda r: dict(groups=r.randint(2, 12), size=r.randint(2, 12), more=r.randint(1, 9)),
+     ["{total} students are split into groups of {size}. Then {more} more groups arrive. How many groups are there?",
+      "A teacher divides {total} students into teams of {size}, and {more} other teams join. How many teams are there now?"],
+     "total // size + more"),
+    (lambda r: dict(temp=r.randint(20, 90), drop=r.randint(1, 19), rise=r.randint(1, 40)),
+     ["The temperature was {temp} degrees, dropped by {drop} degrees, then rose by {rise} degrees. What is the temperature now?",
+      "It is {temp} degrees in the morning. By noon it is {drop} degrees colder, and by evening {rise} degrees warmer than at noon. How warm is it in the evening?"],
+     "temp - drop + rise"),
+    (lambda r: dict(weekly=r.randint(10, 50), weeks=r.randint(2, 12), game=r.randint(5, 9), book=r.randint(1, 9)),
+     ["{n} saves {weekly} dollars each week for {weeks} weeks, then buys a game for {game} dollars and a book for {book} dollars. How many dollars are left?",
+      "Saving {weekly} dollars a week for {weeks} weeks, {n} spends {game} dollars on a game and {book} on a book. What is left?"],
+     "weekly * weeks - game - book"),
+]
+
+# %% ../nbs/06_demo.ipynb #a0de0002
+_COMPARE = [
+    (lambda r: dict(a=r.randint(40, 99), b=r.randint(5, 30), c=r.randint(1, 9)),
+     ["{n} has {a} {i} and {n2} has {b}. {n2} then gets {c} more. How many more {i} does {n} have than {n2}?",
+      "{n} collects {a} {i}; {n2} collects {b} and later finds {c} more. How many more {i} has {n} got?"],
+     "a - (b + c)"),
+    (lambda r: dict(x=r.randint(12, 30), p=r.randint(7, 15), y=r.randint(2, 9), q=r.randint(2, 9)),
+     ["Shop A sells {x} pens at {p} dollars each and shop B sells {y} pens at {q} dollars each. How many more dollars does shop A take?",
+      "{n} sells {x} cakes for {p} dollars each; {n2} sells {y} cakes for {q} dollars each. How much more money does {n} make?"],
+     "x * p - y * q"),
+    (lambda r: dict(g1=r.randint(10, 40), g2=r.randint(10, 40), g3=r.randint(10, 40), other=r.randint(10, 29)),
+     ["{n} scores {g1}, {g2} and {g3} points in three games; {n2} scores {other} points in all. By how many points is {n}'s total higher?",
+      "In three rounds {n} gets {g1}, {g2} and {g3} points, while {n2} gets {other} points altogether. How many more points does {n} have?"],
+     "g1 + g2 + g3 - other"),
+]
+
+_COMBINATORICS = [
+    (lambda r: dict(shirts=r.randint(2, 9), pants=r.randint(2, 9)),
+     ["{n} has {shirts} shirts and {pants} pairs of pants. How many different outfits of one shirt and one pair of pants are there?",
+      "A menu has {shirts} mains and {pants} desserts. How many meals of one main and one dessert can be chosen?"],
+     "shirts * pants"),
+    (lambda r: dict(shirts=r.randint(2, 9), pants=r.randint(2, 9), hats=r.randint(2, 5)),
+     ["{n} has {shirts} shirts, {pants} pairs of pants and {hats} hats. How many outfits of one of each are there?",
+      "A code has a letter from {shirts} letters, a digit from {pants} digits and a symbol from {hats} symbols. How many codes are there?"],
+     "shirts * pants * hats"),
+    (lambda r: dict(people=r.randint(3, 30)),
+     ["A club of {people} members picks a captain and a different vice-captain. In how many ways can it be done?",
+      "{people} runners race. In how many ways can the gold and the silver medal be given?"],
+     "people * (people - 1)"),
+    (lambda r: dict(people=r.randint(3, 30)),
+     ["{people} people meet and each pair shakes hands once. How many handshakes are there?",
+      "In a league of {people} teams every team plays every other team once. How many games are played?"],
+     "people * (people - 1) // 2"),
+]
+
+TEMPLATES = {"units": _UNITS, "word": _WORD, "compare": _COMPARE, "combinatorics": _COMBINATORICS}
 
 # %% ../nbs/06_demo.ipynb #9ed447ab
-def make_problem(rng: random.Random) -> Problem:
-    sample, wordings, formula = _pick(rng, _templates())
+def make_problem(rng: random.Random, family: str | None = None) -> Problem:
+    "One problem drawn with `rng`, from `family` (one of `FAMILIES`) or from a family drawn too."
+    if family is not None and family not in TEMPLATES: raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    fam = family or _pick(rng, FAMILIES)
+    sample, wordings, formula = _pick(rng, TEMPLATES[fam])
     v = sample(rng)
     if "total" in formula:                       # division problems: make it exact
         v = dict(total=v["groups"] * v["size"], size=v["size"], more=v["more"])
     answer = eval(formula, {}, dict(v))          # our own fixed formulas, never user input
-    q = _pick(rng, wordings).format(n=_pick(rng, NAMES), i=_pick(rng, ITEMS), **v)
-    return Problem(q, answer, v, formula)
+    n, n2 = rng.sample(NAMES, 2)
+    q = _pick(rng, wordings).format(n=n, n2=n2, i=_pick(rng, ITEMS), **v)
+    return Problem(q, answer, v, formula, fam)
 
 def make_problems(n: int, seed: int) -> list[dict]:
-    "`n` word problems, deterministic by `seed`: dicts with `question` and `answer` (the exact integer as a string)."
+    "`n` word problems, deterministic by `seed`: dicts with `question`, `answer` (the exact integer as a string) and `family`."
     rng = random.Random(seed)
-    return [{"question": p.question, "answer": str(p.answer)} for p in (make_problem(rng) for _ in range(n))]
+    return [{"question": p.question, "answer": str(p.answer), "family": p.family} for p in (make_problem(rng) for _ in range(n))]
 
 # %% ../nbs/06_demo.ipynb #c03b29ea
-TIR_INSTRUCTION = MATH_INSTRUCTION      # the model card's instruction (`chat.MATH_INSTRUCTION`)
+def _digits(n: int) -> list[int]:
+    "The digits of n >= 0, ones first."
+    return [int(c) for c in reversed(str(n))]
 
-def _steps(formula: str, values: dict) -> list[str]:
-    "The formula worked out one operation at a time: ['23 + 17 = 40', '40 - 8 = 32']."
-    import ast
-    ops = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "/"}
+def work_add(a: int, b: int) -> tuple[str, int]:
+    "Column addition, ones first: ('7 + 8 = 15, write 5, carry 1; 4 + 3 + 1 = 8.', 85)."
+    da, db, parts, carry = _digits(a), _digits(b), [], 0
+    n = max(len(da), len(db))
+    for i in range(n):
+        terms = [d[i] for d in (da, db) if i < len(d)] + ([carry] if carry else [])
+        s, last = sum(terms), i == n - 1
+        expr = " + ".join(map(str, terms))
+        if len(terms) == 1: parts.append(expr)
+        elif last or s < 10: parts.append(f"{expr} = {s}")
+        else: parts.append(f"{expr} = {s}, write {s % 10}, carry {s // 10}")
+        carry = 0 if last else s // 10
+    return "; ".join(parts) + ".", a + b
+
+def work_sub(a: int, b: int) -> tuple[str, int]:
+    "Column subtraction with borrows, a >= b >= 0: ('5 - 8 needs a borrow: 15 - 8 = 7; 8 - 1 - 3 = 4.', 47)."
+    da, db, parts, borrow = _digits(a), _digits(b), [], 0
+    for i in range(len(da)):
+        x, y = da[i], db[i] if i < len(db) else 0
+        top, xv = (f"{x} - 1", x - 1) if borrow else (f"{x}", x)
+        expr = f"{top} - {y}" if y else top
+        if xv < y or xv < 0:
+            parts.append(f"{expr} needs a borrow: {xv + 10}" + (f" - {y} = {xv + 10 - y}" if y else ""))
+            borrow = 1
+        else:
+            parts.append(f"{expr} = {xv - y}" if (y or borrow) else expr)
+            borrow = 0
+    return "; ".join(parts) + ".", a - b
+
+# %% ../nbs/06_demo.ipynb #a0de0010
+def _mul1(a: int, m: int) -> tuple[str, int]:
+    "a times one digit m: ('7 * 6 = 42, write 2, carry 4; 4 * 6 + 4 = 28.', 282)."
+    if m == 1: return f"{a} * 1 = {a}.", a
+    da, parts, carry = _digits(a), [], 0
+    for i, d in enumerate(da):
+        p, last = d * m + carry, i == len(da) - 1
+        expr = f"{d} * {m}" + (f" + {carry}" if carry else "")
+        parts.append(f"{expr} = {p}" if last or p < 10 else f"{expr} = {p}, write {p % 10}, carry {p // 10}")
+        carry = 0 if last else p // 10
+    return "; ".join(parts) + ".", a * m
+
+def _round(n: int) -> bool:
+    "One digit, then zeros (60, 100, 3000)."
+    return n >= 10 and len(str(n).rstrip("0")) == 1
+
+def work_mul(a: int, b: int) -> tuple[str, int]:
+    "a * b: by one digit; by a round number (the digit, then the zeros); else by each place of the shorter, then the sum."
+    if _round(a) and not _round(b): a, b = b, a                     # the round number is the multiplier
+    elif not _round(b) and len(str(a)) < len(str(b)): a, b = b, a   # else the shorter one
+    if b < 10: return _mul1(a, b) if a >= 10 else (f"{a} * {b} = {a * b}.", a * b)
+    s = str(b)
+    if _round(b):
+        zeros, d = len(s) - 1, int(s[0])
+        if a < 10 or d == 1: text, r = f"{a} * {d} = {a * d}", a * d
+        else: t, r = _mul1(a, d); text = f"{a} * {d}: {t[:-1]}"
+        return f"{text}; then {zeros} zero{'s' if zeros > 1 else ''}: {r * 10 ** zeros}.", a * b
+    parts, partials = [], []
+    for i, d in enumerate(reversed(s)):
+        if d == "0": continue
+        t, r = _mul1(a, int(d)) if a >= 10 else (f"{a} * {d} = {a * int(d)}.", a * int(d))
+        parts.append(f"{a} * {d}: {t[:-1]}" + (f", so {a} * {int(d) * 10 ** i} = {r * 10 ** i}" if i else ""))
+        partials.append(r * 10 ** i)
+    total = partials[0]
+    for p in partials[1:]:
+        t, new = work_add(total, p)
+        parts.append(f"{total} + {p}: {t[:-1]}")
+        total = new
+    return "; ".join(parts) + ".", a * b
+
+def work_div(a: int, b: int) -> tuple[str, int]:
+    "Long division of a by b (exact in these problems): ('15 / 2 = 7 r 1; 16 / 2 = 8.', 78)."
+    parts, r, digits = [], 0, str(a)
+    for j, c in enumerate(digits):
+        x = r * 10 + int(c)
+        d, r = divmod(x, b)
+        if not parts and d == 0 and j < len(digits) - 1: continue    # leading digits smaller than b: take one more
+        parts.append(f"{x} / {b} = {d}" + (f" r {r}" if r else ""))
+    return "; ".join(parts) + ".", a // b
+
+# %% ../nbs/06_demo.ipynb #a0de0014
+TIR_INSTRUCTION = MATH_INSTRUCTION      # the model card's instruction (`chat.MATH_INSTRUCTION`)
+_WORK = {ast.Add: ("+", work_add), ast.Sub: ("-", work_sub), ast.Mult: ("*", work_mul), ast.FloorDiv: ("/", work_div)}
+
+def worked_steps(formula: str, values: dict) -> list[tuple]:
+    "The formula's operations in evaluation order: (a, op, b, working, result) each."
     out = []
     def ev(node):
         if isinstance(node, ast.Name): return values[node.id]
         if isinstance(node, ast.Constant): return node.value
         a, b = ev(node.left), ev(node.right)
-        r = {"+": a + b, "-": a - b, "*": a * b, "/": a // b if b else 0}[ops[type(node.op)]]
-        out.append(f"{a} {ops[type(node.op)]} {b} = {r}")
+        op, work = _WORK[type(node.op)]
+        text, r = work(a, b)
+        out.append((a, op, b, text, r))
         return r
     ev(ast.parse(formula, mode="eval").body)
     return out
 
-def tool_code(p: Problem) -> str:
-    "The Python the model is taught to write: the problem's numbers by name, then the formula."
-    return "".join(f"{k} = {v}\n" for k, v in p.values.items()) + f"print({p.formula})"
+def numbers_expr(formula: str, values: dict) -> str:
+    "The formula with the problem's numbers in place of the names: '47 + 38 - 12'."
+    class Numbers(ast.NodeTransformer):
+        def visit_Name(self, node): return ast.copy_location(ast.Constant(values[node.id]), node)
+    return ast.unparse(Numbers().visit(ast.parse(formula, mode="eval"))).replace("//", "/")
 
 def boxed_answer(n) -> str: return f"The answer is \\boxed{{{n}}}."
 
-# %% ../nbs/06_demo.ipynb #fcf10992
-def tir_conversation(p: Problem, rng: random.Random) -> list[dict]:
-    think = _pick(rng, ["I need to combine the numbers in the problem. Let me compute it with Python.",
-                        "This takes a few arithmetic steps. I will write the quantities down in code.",
-                        "Let me set up the quantities and let Python do the arithmetic."])
-    return [{"role": "user", "content": TIR_INSTRUCTION + p.question},
-            {"role": "assistant", "reasoning_content": think, "content": "",
-             "tool_calls": [{"type": "function", "function": {"name": "stateful_python_code_exec",
-                                                              "arguments": {"code": tool_code(p)}}}]},
-            {"role": "tool", "content": str(p.answer)},
-            {"role": "assistant", "reasoning_content": f"The code printed {p.answer}, so the answer is {p.answer}.",
-             "content": boxed_answer(p.answer)}]
+# %% ../nbs/06_demo.ipynb #a0de0015
+_OPENERS = ["First", "Next", "Then", "Now", "After that"]
 
+def _plan(p: Problem, rng) -> str:
+    return _pick(rng, ["I need {}.", "That is {}.", "The question asks for {}.", "So I have to work out {}."]).format(
+        numbers_expr(p.formula, p.values))
+
+def _slip(r: int, rng) -> int:
+    "A plausible slip: a dropped carry or borrow, off by a power of ten, never the right value nor negative."
+    k = rng.randrange(len(str(r)))
+    w = r + 10 ** k * _pick(rng, [-1, 1])
+    return w if w >= 0 else r + 10 ** k
+
+def _inverse(a, op, b, r) -> str | None:
+    "The check of `a op b = r` by its inverse operation ('85 - 38 = 47' for 47 + 38 = 85); None for a product by 0."
+    if op == "*" and b == 0: return None
+    return {"+": f"{r} - {b} = {a}", "-": f"{r} + {b} = {a}", "*": f"{r} / {b} = {a}", "/": f"{r} * {b} = {a}"}[op]
+
+def thinking_text(p: Problem, rng) -> str:
+    "The thinking for `p`: plan, a worked paragraph per operation (one slip, corrected, one time in five), a check, the answer."
+    steps = worked_steps(p.formula, p.values)
+    paras, slip = [_plan(p, rng)], rng.randrange(len(steps)) if rng.random() < 0.2 else -1
+    for i, (a, op, b, work, r) in enumerate(steps):
+        head = f"{_OPENERS[min(i, len(_OPENERS) - 1)]}, {a} {op} {b}." if len(steps) > 1 else f"{a} {op} {b}."
+        if i == slip:
+            w = _slip(r, rng)
+            wait = _pick(rng, ["Wait, let me redo that.", "Wait, that does not look right.", "Hmm, wait. Let me check that step."])
+            paras.append(f"{head} {a} {op} {b} = {w}. {wait} {work} So {a} {op} {b} = {r}, not {w}.")
+        else: paras.append(f"{head} {work} So {a} {op} {b} = {r}.")
+    check = _inverse(*[steps[-1][j] for j in (0, 1, 2, 4)])
+    if check and rng.random() < 0.6: paras.append(_pick(rng, ["Let me double-check: ", "Checking: ", "Let me verify: "]) + f"{check}. Yes.")
+    return "\n\n".join(paras + [f"So the answer is {p.answer}."])
+
+def instruct_text(p: Problem) -> str:
+    "Instruct mode's reply before the boxed answer: the operations, one a line."
+    return "\n".join(f"{a} {op} {b} = {r}" for a, op, b, _, r in worked_steps(p.formula, p.values))
+
+# %% ../nbs/06_demo.ipynb #a0de0019
+def code_lines(p: Problem) -> list[str]:
+    "The Python the model is taught to write: the problem's numbers by name, the formula, a print."
+    return [f"{k} = {v}" for k, v in p.values.items()] + [f"answer = {p.formula}", "print(answer)"]
+
+def tool_code(p: Problem) -> str: return "\n".join(code_lines(p))
+
+def traceback_text(line: str, error: str) -> str:
+    "What the Python tool sends back when `line` raises `error` ('NameError: ...'): the sandbox's form."
+    return f"Traceback (most recent call last):\n    {line}\n{error}"
+
+def _typo(name: str, rng) -> str:
+    "`name` with two neighbouring letters swapped (an s added when that changes nothing)."
+    i = rng.randrange(max(len(name) - 1, 1))
+    t = name[:i] + name[i + 1:i + 2] + name[i:i + 1] + name[i + 2:]
+    return t if t != name else name + "s"
+
+def buggy_code(p: Problem, rng) -> tuple[list[str], str, str, list[str]]:
+    "(code with a bug, the tool's reply to it, what went wrong in words, the fixed code)."
+    lines, kind = code_lines(p), _pick(rng, ["name", "print", "concat"])
+    if kind == "name":
+        name = _pick(rng, list(p.values))
+        bad = _typo(name, rng)
+        wrong = lines[:-2] + [f"answer = {ast.unparse(_Rename(name, bad).visit(ast.parse(p.formula)))}", lines[-1]]
+        return wrong, traceback_text(wrong[-2], f"NameError: name '{bad}' is not defined"), f"I misspelled {name} as {bad}", lines
+    if kind == "print":
+        wrong = lines[:-1] + ["pritn(answer)"]
+        return wrong, traceback_text(wrong[-1], "NameError: name 'pritn' is not defined"), "I misspelled print", lines
+    wrong = lines[:-1] + ['print("The answer is " + answer)']
+    return (wrong, traceback_text(wrong[-1], 'TypeError: can only concatenate str (not "int") to str'),
+            "answer is a number, and a number cannot be added to a string", lines[:-1] + ['print("The answer is " + str(answer))'])
+
+class _Rename(ast.NodeTransformer):
+    "Every use of one name, renamed."
+    def __init__(self, old, new): self.old, self.new = old, new
+    def visit_Name(self, node): return ast.Name(self.new if node.id == self.old else node.id, node.ctx)
+
+# %% ../nbs/06_demo.ipynb #a0de0020
+def _call(lines: list[str]) -> dict:
+    return {"type": "function", "function": {"name": "stateful_python_code_exec", "arguments": {"code": "\n".join(lines)}}}
+
+def _turn(think: str, lines: list[str] | None = None, content: str = "") -> dict:
+    return {"role": "assistant", "reasoning_content": think, "content": content, **({"tool_calls": [_call(lines)]} if lines else {})}
+
+def tir_conversation(p: Problem, rng: random.Random) -> list[dict]:
+    "A tool-integrated solve of `p`: one call (45 %), a call and a check (25 %), or a buggy call, read and fixed (30 %)."
+    ans, kind = str(p.answer), rng.random()
+    plan = _plan(p, rng) + " " + _pick(rng, ["Let me compute it with Python.", "I will let Python do the arithmetic.",
+                                             "Let me write the quantities down in code."])
+    out = [{"role": "user", "content": TIR_INSTRUCTION + p.question}]
+    if kind < 0.3:
+        wrong, reply, why, fixed = buggy_code(p, rng)
+        printed = f"The answer is {ans}" if "str(answer)" in fixed[-1] else ans
+        out += [_turn(plan, wrong), {"role": "tool", "content": reply},
+                _turn(f"The code failed with {reply.splitlines()[-1]}. {why[0].upper()}{why[1:]}. Let me fix it.", fixed),
+                {"role": "tool", "content": printed}]
+        last = f"The fixed code printed {printed}, so the answer is {ans}."
+    else:
+        out += [_turn(plan, code_lines(p)), {"role": "tool", "content": ans}]
+        last = f"The code printed {ans}, so the answer is {ans}."
+        a, op, b, _, r = worked_steps(p.formula, p.values)[-1]
+        if kind < 0.55 and (check := _inverse(a, op, b, r)):
+            x, o, y, _, z = check.split()
+            out += [_turn(f"Python gives {ans}. Let me check it the other way round.", [f"print({x} {'//' if o == '/' else o} {y} == {z})"]),
+                    {"role": "tool", "content": "True"}]
+            last = f"The check passes, so the answer is {ans}."
+    return out + [_turn(last, content=boxed_answer(ans))]
+
+# %% ../nbs/06_demo.ipynb #fcf10992
 def thinking_turns(p: Problem, rng: random.Random, instruction: bool = True) -> list[dict]:
-    steps = _steps(p.formula, p.values)
     return [{"role": "user", "content": (TIR_INSTRUCTION if instruction else "") + p.question},
-            {"role": "assistant", "reasoning_content": "Step by step: " + ". ".join(steps) + ".",
-             "content": boxed_answer(p.answer)}]
+            {"role": "assistant", "reasoning_content": thinking_text(p, rng), "content": boxed_answer(p.answer)}]
 
 def instruct_turns(p: Problem, rng: random.Random) -> list[dict]:
-    steps = _steps(p.formula, p.values)
     return [{"role": "user", "content": p.question},
-            {"role": "assistant", "content": "\n".join(steps) + "\n\n" + boxed_answer(p.answer)}]
+            {"role": "assistant", "content": instruct_text(p) + "\n\n" + boxed_answer(p.answer)}]
 
 @dataclass
 class Conversation:
@@ -285,11 +523,11 @@ class Conversation:
     thinking: bool
 
 def make_conversations(n: int, seed: int) -> list[Conversation]:
-    "`n` training conversations of the four kinds (about 50 % TIR), deterministic by `seed`."
+    "`n` training conversations of the four kinds (about 45 % TIR), deterministic by `seed`."
     rng, out = random.Random(seed), []
     for _ in range(n):
         r = rng.random()
-        if r < 0.5: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
+        if r < 0.45: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
         elif r < 0.75: out.append(Conversation("thinking", thinking_turns(make_problem(rng), rng), None, True))
         elif r < 0.9: out.append(Conversation("instruct", instruct_turns(make_problem(rng), rng), None, False))
         else:
