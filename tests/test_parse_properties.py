@@ -5,7 +5,7 @@ import json
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from cascade_lab.chat import PYTHON_TOOL, render_chat
 from cascade_lab.parse import (AssistantTurn, ContentDelta, ReasoningDelta, StreamParser, ToolCallFinished,
@@ -61,6 +61,7 @@ def test_stream_equals_batch_for_every_split(text, cuts, thinking, with_tools):
 
 @SETTINGS
 @given(text=mixed, cuts=st.lists(st.integers(0, 10**6), max_size=12), thinking=st.booleans())
+@example(text="<tool_call><function=", cuts=[], thinking=False)     # found by CI: ends before any name
 def test_events_agree_with_result(text, cuts, thinking):
     r, events = stream(text, cuts, TOOLS, thinking)
     assert "".join(e.text for e in events if isinstance(e, ReasoningDelta)) == (r.reasoning or "")
@@ -69,7 +70,8 @@ def test_events_agree_with_result(text, cuts, thinking):
     assert [e.index for e in events if isinstance(e, ToolCallFinished)] == list(range(len(r.tool_calls)))
     started = {e.index: e.name for e in events if isinstance(e, ToolCallStarted)}
     for i, call in enumerate(r.tool_calls):
-        if call.name: assert started[i] == call.name
+        # announced with the name it ends with ('' when the output ended inside `<function=`, before any name)
+        if call.name or started.get(i) == "": assert started.get(i) == call.name
         # a call announced by name may turn out malformed later (a parameter tag without '>'): then it has no name
         elif i in started: assert call.errors and any("kept as text" in e for e in call.errors)
         params = [(e.name, e.value) for e in events if isinstance(e, ToolCallParameter) and e.index == i]
