@@ -9,28 +9,34 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from .chat import render_chat
-from .demo import SEEDS, TIR_INSTRUCTION, RouterLoads, make_problem
+from .demo import (FAMILIES, SEEDS, TIR_INSTRUCTION, RouterLoads, buggy_code, make_problem, numbers_expr)
 from .generate import generate_ids
 from .parse import parse_output
 from .sandbox import PythonSandbox
-from .tir import last_boxed, solve
+from .tir import last_boxed, run_tools, solve
+from .trace import expert_load_by_segment
 
 # %% auto #0
-__all__ = ['greedy', 'solve_demo', 'evaluate_demo']
+__all__ = ['STEP_TOKENS', 'THINK_TOKENS', 'SEGMENT_PAIRS', 'EASIEST', 'greedy', 'solve_demo', 'js_divergence', 'evaluate_demo']
 
 # %% ../nbs/14_demo_eval.ipynb #f8d597f3
-def greedy(model, tok, prompt: str, max_new_tokens: int = 160) -> str:
+STEP_TOKENS, THINK_TOKENS = 160, 512
+
+def greedy(model, tok, prompt: str, max_new_tokens: int = STEP_TOKENS) -> str:
     "Greedy continuation of `prompt` up to `<|im_end|>` or `</s>` (the stop token is not returned)."
     return generate_ids(model, tok, [prompt], greedy=True, max_new_tokens=max_new_tokens, record_routing=False)[0].text
 
-def solve_demo(model, tok, question: str, sandbox=None, max_steps: int = 3, max_new_tokens: int = 160, **kwargs):
-    "`tir.solve` with the demo model's settings (greedy, short steps, no routing recording); returns the `Trace`."
+def solve_demo(model, tok, question: str, sandbox=None, max_steps: int = 4, max_new_tokens: int = STEP_TOKENS,
+               record_routing: bool = False, **kwargs):
+    "`tir.solve` with the demo model's settings (greedy, short steps; routing recorded only when asked); returns the `Trace`."
     return solve(question, model=model, tokenizer=tok, greedy=True, max_steps=max_steps, max_new_tokens=max_new_tokens,
-                 record_routing=False, sandbox=sandbox, **kwargs)
+                 record_routing=record_routing, sandbox=sandbox, **kwargs)
 
 # %% ../nbs/14_demo_eval.ipynb #0b3a7fac
 def _routing_stats(counts) -> list[dict]:
@@ -45,37 +51,97 @@ def _routing_stats(counts) -> list[dict]:
     return out
 
 # %% ../nbs/14_demo_eval.ipynb #558d225d
-def _tir_scores(model, tok, problems, progress: bool = True) -> dict:
-    "First-turn tool calls read without errors, and correct final answers: fractions of `problems`."
-    call_ok = correct = 0
+def _by_family(right: Counter, seen: Counter) -> dict:
+    return {f: round(right[f] / seen[f], 3) for f in FAMILIES if seen[f]}
+
+def _tir_scores(model, tok, problems, progress: bool = True) -> tuple[dict, dict]:
+    """First-turn tool calls read without errors, correct final answers (by family), calls per problem, failed
+    first calls and how many of those a later call got past; and the expert loads by segment of all the runs."""
+    call_ok, calls, failed, recovered, right, seen, loads = 0, 0, 0, 0, Counter(), Counter(), {}
     with PythonSandbox(timeout=30) as sb:
         for p in tqdm(problems, desc="TIR", disable=not progress):
             sb.reset()
-            tr = solve_demo(model, tok, p.question, sandbox=sb, reference=p.answer)
-            first = tr.steps[0]
-            call_ok += bool(first.tool_calls) and not first.errors
-            correct += tr.meta["grade"]["correct"]
-    return {"first_turn_tool_call_ok": call_ok / len(problems), "end_to_end_accuracy": correct / len(problems)}
+            tr = solve_demo(model, tok, p.question, sandbox=sb, reference=p.answer, record_routing=True)
+            call_ok += bool(tr.steps[0].tool_calls) and not tr.steps[0].errors
+            results = [r for st in tr.steps for r in st.results]
+            calls += len(results)
+            if results and results[0].get("error"):
+                failed += 1
+                recovered += any(not r.get("error") for r in results[1:])
+            seen[p.family] += 1; right[p.family] += bool(tr.meta["grade"]["correct"])
+            for k, v in expert_load_by_segment(tr).items(): loads[k] = loads.get(k, 0) + v
+    n = len(problems)
+    return ({"first_turn_tool_call_ok": call_ok / n, "end_to_end_accuracy": sum(right.values()) / n,
+             "by_family": _by_family(right, seen), "calls_per_problem": round(calls / n, 2),
+             "first_call_failed": failed, "recovered_after_a_failed_call": recovered}, loads)
+
+# %% ../nbs/14_demo_eval.ipynb #b0e00002
+def _recovery_scores(model, tok, problems, progress: bool = True) -> dict:
+    "The share of problems whose next call, after a buggy first call and its traceback, runs and prints the answer."
+    fixed, right, seen = 0, Counter(), Counter()
+    with PythonSandbox(timeout=30) as sb:
+        for i, p in enumerate(tqdm(problems, desc="recovery", disable=not progress)):
+            wrong, reply, _, _ = buggy_code(p, random.Random(i))
+            plan = f"I need {numbers_expr(p.formula, p.values)}. Let me compute it with Python."
+            msgs = [{"role": "user", "content": TIR_INSTRUCTION + p.question},
+                    {"role": "assistant", "reasoning_content": plan, "content": "", "tool_calls": [
+                        {"type": "function", "function": {"name": "stateful_python_code_exec", "arguments": {"code": "\n".join(wrong)}}}]},
+                    {"role": "tool", "content": reply}]
+            sb.reset()
+            tr = run_tools(msgs, model=model, tokenizer=tok, sandbox=sb, greedy=True, max_steps=1,
+                           max_new_tokens=STEP_TOKENS, record_routing=False)
+            res = tr.steps[0].results if tr.steps else []
+            ok = bool(res) and not res[0].get("error") and str(p.answer) in (res[0].get("output") or "").split()
+            fixed += ok; seen[p.family] += 1; right[p.family] += ok
+    return {"n": len(problems), "next_call_fixes_it": fixed / len(problems), "by_family": _by_family(right, seen)}
 
 # %% ../nbs/14_demo_eval.ipynb #e4fc60f4
 def _mode_scores(model, tok, problems, thinking: bool, progress: bool = True) -> dict:
-    "Well-formed outputs and correct boxed answers without tools, in thinking or instruct mode: fractions."
-    formed = correct = 0
+    """Well-formed outputs and correct boxed answers without tools, in thinking or instruct mode (accuracy by
+    family); for thinking, its mean length in tokens and the share of outputs that backtrack ("wait")."""
+    formed, right, seen, lengths, waits = 0, Counter(), Counter(), [], 0
     for p in tqdm(problems, desc="thinking" if thinking else "instruct", disable=not progress):
         msgs = [{"role": "user", "content": (TIR_INSTRUCTION if thinking else "") + p.question}]
-        turn = parse_output(greedy(model, tok, render_chat(msgs, add_generation_prompt=True, enable_thinking=thinking)),
-                            thinking=thinking)
+        prompt = render_chat(msgs, add_generation_prompt=True, enable_thinking=thinking)
+        turn = parse_output(greedy(model, tok, prompt, THINK_TOKENS if thinking else STEP_TOKENS), thinking=thinking)
         ans = last_boxed(turn.content)
         formed += turn.thinking_finished and ans is not None
-        correct += ans == str(p.answer)
-    return {"well_formed": formed / len(problems), "accuracy": correct / len(problems)}
+        seen[p.family] += 1; right[p.family] += ans == str(p.answer)
+        if thinking and turn.reasoning:
+            lengths.append(len(tok(turn.reasoning, add_special_tokens=False).input_ids))
+            waits += "wait" in turn.reasoning.lower()
+    out = {"well_formed": formed / len(problems), "accuracy": sum(right.values()) / len(problems), "by_family": _by_family(right, seen)}
+    if thinking: out |= {"mean_thinking_tokens": round(float(np.mean(lengths)), 1) if lengths else 0.0,
+                         "backtracking_share": round(waits / len(problems), 3)}
+    return out
 
 # %% ../nbs/14_demo_eval.ipynb #8e838dc3
+def js_divergence(p, q) -> np.ndarray:
+    "Jensen-Shannon divergence (nats) between loads `p` and `q` ([..., experts]), row by row."
+    p, q = (np.asarray(x, np.float64) for x in (p, q))
+    p, q = p / p.sum(-1, keepdims=True), q / q.sum(-1, keepdims=True)
+    m = (p + q) / 2
+    kl = lambda a: np.where(a > 0, a * np.log(np.where(a > 0, a, 1) / np.where(m > 0, m, 1)), 0.0).sum(-1)
+    return (kl(p) + kl(q)) / 2
+
+SEGMENT_PAIRS = (("reasoning", "tool_call"), ("reasoning", "tool_response"), ("tool_call", "tool_response"))
+
+def _segment_divergence(loads: dict) -> dict:
+    "{'a/b': [JS per MoE layer]} for the segment pairs both present, and the tokens of each kind (all k slots counted)."
+    out = {f"{a}/{b}": [round(float(x), 4) for x in js_divergence(loads[a], loads[b])]
+           for a, b in SEGMENT_PAIRS if a in loads and b in loads}
+    return {"js": out, "assignments": {k: int(v.sum()) for k, v in loads.items()}}
+
+# %% ../nbs/14_demo_eval.ipynb #b0e00005
+EASIEST = FAMILIES[0]
+
 def _gates(res: dict) -> dict:
     "The gate verdicts on measured figures (the thresholds the model card states)."
     return {
         "tir_tool_call >= 0.95": res["tir"]["first_turn_tool_call_ok"] >= 0.95,
-        "tir_end_to_end >= 0.80": res["tir"]["end_to_end_accuracy"] >= 0.80,
+        "tir_end_to_end >= 0.90": res["tir"]["end_to_end_accuracy"] >= 0.90,
+        "recovery >= 0.70": res["recovery"]["next_call_fixes_it"] >= 0.70,
+        f"thinking_accuracy_{EASIEST} >= 0.50": res["thinking"]["by_family"].get(EASIEST, 0) >= 0.50,
         "thinking_well_formed >= 0.95": res["thinking"]["well_formed"] >= 0.95,
         "instruct_well_formed >= 0.95": res["instruct"]["well_formed"] >= 0.95,
         "every expert >= 1/4 uniform share": all(r["min_share_of_uniform"] >= 0.25 for r in res["routing"]),
@@ -87,11 +153,13 @@ def evaluate_demo(model, tok, n: int = 100, seed: int = SEEDS["eval"], progress:
     problems = [make_problem(rng) for _ in range(n)]
     loads = RouterLoads(model)
     try:
-        tir = _tir_scores(model, tok, problems, progress)
+        tir, by_segment = _tir_scores(model, tok, problems, progress)
+        recovery = _recovery_scores(model, tok, problems, progress)
         modes = {mode: _mode_scores(model, tok, problems, thinking, progress)
                  for mode, thinking in (("thinking", True), ("instruct", False))}
-        routing = _routing_stats(loads.counts)       # over every token of the three evaluations
+        routing = _routing_stats(loads.counts)       # over every token of the evaluations
     finally: loads.remove()
-    res = {"n": n, "seed": seed, "tir": tir, **modes, "routing": routing}
+    res = {"n": n, "seed": seed, "families": dict(Counter(p.family for p in problems)), "tir": tir, "recovery": recovery,
+           **modes, "routing": routing, "segment_divergence": _segment_divergence(by_segment)}
     res["gates"] = _gates(res)
     return res
