@@ -100,14 +100,30 @@ def _same_run(old: Trace, new: Trace):
                (t.prompt, t.generated, t.reasoning, t.content, t.tool_calls, t.finish_reason, t.errors, t.context_start)
 
 
-def test_the_same_runs_give_the_traces_of_cascade_lab_0_0_1(local):
+# The recorded runs: the shipped demo model (second edition), greedy, on two held-out problems; written by
+# `python tests/test_events.py --record` when the shipped model changes (then say so in the commit).
+RECORDED = {"generate": DATA / "demo2_generate.trace.safetensors", "tir": DATA / "demo2_tir.trace.safetensors"}
+
+
+def _runs(model, tok) -> dict:
     from cascade_lab.generate import generate
-    model, tok = local
     q = make_problems(1, 3001)[0]
-    new = generate(model, tok, [{"role": "user", "content": MATH_INSTRUCTION + q["question"]}], greedy=True, max_new_tokens=120)
-    _same_run(Trace.load(DATA / "demo_generate_0.0.1.trace.safetensors"), new)
+    gen = generate(model, tok, [{"role": "user", "content": MATH_INSTRUCTION + q["question"]}], greedy=True, max_new_tokens=120)
     p = make_problems(1, 3000)[0]
-    new = solve(p["question"], model=model, tokenizer=tok, greedy=True, reference=p["answer"], max_new_tokens=160)
-    old = Trace.load(DATA / "demo_tir_0.0.1.trace.safetensors")
-    _same_run(old, new)
-    assert old.meta["grade"] == new.meta["grade"] and old.meta["problem"] == new.meta["problem"]
+    return {"generate": gen, "tir": solve(p["question"], model=model, tokenizer=tok, greedy=True, reference=p["answer"],
+                                          max_new_tokens=160)}
+
+
+def test_the_same_runs_give_the_recorded_traces(local):
+    "A regression test of the whole path (render, generate, parse, tools, trace): the same runs, the same traces."
+    new = _runs(*local)
+    _same_run(Trace.load(RECORDED["generate"]), new["generate"])
+    old = Trace.load(RECORDED["tir"])
+    _same_run(old, new["tir"])
+    assert old.meta["grade"] == new["tir"].meta["grade"] and old.meta["problem"] == new["tir"].meta["problem"]
+
+if __name__ == "__main__":                                  # python tests/test_events.py --record
+    import sys
+    from cascade_lab.model import load_model
+    if sys.argv[1:] == ["--record"]:
+        for name, tr in _runs(*load_model()).items(): tr.save(RECORDED[name]); print("wrote", RECORDED[name])
