@@ -750,6 +750,9 @@ def _card_quality(e: dict) -> list[str]:
              "By family (accuracy):", "", "| family | TIR | recovery | thinking | instruct |", "|---|---|---|---|---|"]
     lines += [f"| {f} | {_pct(t['by_family'].get(f, 0))} | {_pct(rec['by_family'].get(f, 0))} | {_pct(th['by_family'].get(f, 0))} "
               f"| {_pct(ins['by_family'].get(f, 0))} |" for f in fams]
+    lines += ["", "Held out, with one exception: the one-number combinatorics questions (n people shaking hands, n runners "
+              "and two medals: 112 questions in all) are so few that the training data holds them all, so that family's "
+              "scores are partly recall."]
     return lines + ["", f"Thinking without the tool: {th['mean_thinking_tokens']:.0f} tokens on average, "
                     f"{_pct(th['backtracking_share'])} of the outputs backtrack (\"wait\"). With the tool: "
                     f"{t['calls_per_problem']:.2f} calls a problem; first calls that failed on their own: "
