@@ -16,8 +16,8 @@ import traitlets
 from fastcore.basics import patch
 
 from .explorer import JS_DIR, _deflate, _layer_major, _token_planes
-from .trace import SEGMENT_KINDS, Trace, common_prefix
-from .views import SEGMENT_COLORS, _same_sets, compare, compare_figure, to_dataframe, to_records
+from .trace import SEGMENT_KINDS, Trace
+from .views import SEGMENT_COLORS, compare, compare_figure, to_dataframe
 
 # %% auto #0
 __all__ = ['DETAILS', 'pack_pair', 'unpack_pair', 'CompareView', 'compare_view']
