@@ -185,7 +185,7 @@ _UNITS = [
     (lambda r: dict(d=r.randint(1, 99), c=r.randint(1, 99)),
      ["{n} has {d} dollars and {c} cents. How many cents is that?",
       "A toy costs {d} dollars {c} cents. What is the price in cents?"], "d * 100 + c"),
-    (lambda r: dict(w=r.randint(1, 12), days=r.randint(1, 6)),
+    (lambda r: dict(w=r.randint(1, 9), days=r.randint(1, 6)),
      ["{n} is away for {w} weeks and {days} days. How many days is that?",
       "A trip lasts {w} weeks and {days} days. How many days long is it?"], "w * 7 + days"),
 ]
@@ -296,46 +296,62 @@ def _digits(n: int) -> list[int]:
     "The digits of n >= 0, ones first."
     return [int(c) for c in reversed(str(n))]
 
+def _so_far(digits: list[str]) -> str:
+    "The result's digits written so far (ones first), as a number: a column at a time, the model extends it by one digit."
+    return f" ({''.join(reversed(digits))})"
+
+def _columns(parts: list[str]) -> str:
+    "The columns' working, joined; one column alone needs no result so far."
+    return "; ".join(parts) + "." if len(parts) > 1 else parts[0].rsplit(" (", 1)[0] + "."
+
 def work_add(a: int, b: int) -> tuple[str, int]:
-    "Column addition, ones first: ('7 + 8 = 15, write 5, carry 1; 4 + 3 + 1 = 8.', 85)."
-    da, db, parts, carry = _digits(a), _digits(b), [], 0
+    "Column addition, ones first, each column followed by the result so far: ('7 + 8 = 15, write 5, carry 1 (5); 4 + 3 + 1 = 8 (85).', 85)."
+    big, small = max(a, b), min(a, b)
+    if small and str(big).endswith("0" * len(str(small))):           # 700 + 43: the 43 fills the last places
+        k = len(str(small))
+        return f"{small} fills the last {k} place{'s' if k > 1 else ''} of {big}: {big + small}.", a + b
+    da, db, parts, carry, got = _digits(a), _digits(b), [], 0, []
     n = max(len(da), len(db))
     for i in range(n):
         terms = [d[i] for d in (da, db) if i < len(d)] + ([carry] if carry else [])
         s, last = sum(terms), i == n - 1
         expr = " + ".join(map(str, terms))
-        if len(terms) == 1: parts.append(expr)
-        elif last or s < 10: parts.append(f"{expr} = {s}")
-        else: parts.append(f"{expr} = {s}, write {s % 10}, carry {s // 10}")
+        got.append(str(s) if last else str(s % 10))
+        if len(terms) == 1: parts.append(expr + _so_far(got))
+        elif last or s < 10: parts.append(f"{expr} = {s}" + _so_far(got))
+        else: parts.append(f"{expr} = {s}, write {s % 10}, carry {s // 10}" + _so_far(got))
         carry = 0 if last else s // 10
-    return "; ".join(parts) + ".", a + b
+    return _columns(parts), a + b
 
 def work_sub(a: int, b: int) -> tuple[str, int]:
-    "Column subtraction with borrows, a >= b >= 0: ('5 - 8 needs a borrow: 15 - 8 = 7; 8 - 1 - 3 = 4.', 47)."
-    da, db, parts, borrow = _digits(a), _digits(b), [], 0
+    "Column subtraction with borrows, a >= b >= 0, the result so far after each column: ('5 - 8 needs a borrow: 15 - 8 = 7 (7); 8 - 1 - 3 = 4 (47).', 47)."
+    da, db, parts, borrow, got = _digits(a), _digits(b), [], 0, []
     for i in range(len(da)):
         x, y = da[i], db[i] if i < len(db) else 0
         top, xv = (f"{x} - 1", x - 1) if borrow else (f"{x}", x)
         expr = f"{top} - {y}" if y else top
         if xv < y or xv < 0:
-            parts.append(f"{expr} needs a borrow: {xv + 10}" + (f" - {y} = {xv + 10 - y}" if y else ""))
+            got.append(str(xv + 10 - y))
+            parts.append(f"{expr} needs a borrow: {xv + 10}" + (f" - {y} = {xv + 10 - y}" if y else "") + _so_far(got))
             borrow = 1
         else:
-            parts.append(f"{expr} = {xv - y}" if (y or borrow) else expr)
+            got.append(str(xv - y))
+            parts.append((f"{expr} = {xv - y}" if (y or borrow) else expr) + _so_far(got))
             borrow = 0
-    return "; ".join(parts) + ".", a - b
+    return _columns(parts), a - b
 
 # %% ../nbs/06_demo.ipynb #a0de0010
 def _mul1(a: int, m: int) -> tuple[str, int]:
-    "a times one digit m: ('7 * 6 = 42, write 2, carry 4; 4 * 6 + 4 = 28.', 282)."
+    "a times one digit m, the result so far after each digit: ('7 * 6 = 42, write 2, carry 4 (2); 4 * 6 + 4 = 28 (282).', 282)."
     if m == 1: return f"{a} * 1 = {a}.", a
-    da, parts, carry = _digits(a), [], 0
+    da, parts, carry, got = _digits(a), [], 0, []
     for i, d in enumerate(da):
         p, last = d * m + carry, i == len(da) - 1
         expr = f"{d} * {m}" + (f" + {carry}" if carry else "")
-        parts.append(f"{expr} = {p}" if last or p < 10 else f"{expr} = {p}, write {p % 10}, carry {p // 10}")
+        got.append(str(p) if last else str(p % 10))
+        parts.append((f"{expr} = {p}" if last or p < 10 else f"{expr} = {p}, write {p % 10}, carry {p // 10}") + _so_far(got))
         carry = 0 if last else p // 10
-    return "; ".join(parts) + ".", a * m
+    return _columns(parts), a * m
 
 def _round(n: int) -> bool:
     "One digit, then zeros (60, 100, 3000)."
@@ -356,7 +372,7 @@ def work_mul(a: int, b: int) -> tuple[str, int]:
     for i, d in enumerate(reversed(s)):
         if d == "0": continue
         t, r = _mul1(a, int(d)) if a >= 10 else (f"{a} * {d} = {a * int(d)}.", a * int(d))
-        parts.append(f"{a} * {d}: {t[:-1]}" + (f", so {a} * {int(d) * 10 ** i} = {r * 10 ** i}" if i else ""))
+        parts.append(f"{a} * {d}: {t[:-1]}, so {a} * {d} = {r}" + (f" and {a} * {int(d) * 10 ** i} = {r * 10 ** i}" if i else ""))
         partials.append(r * 10 ** i)
     total = partials[0]
     for p in partials[1:]:
@@ -440,8 +456,8 @@ def instruct_text(p: Problem) -> str:
 
 # %% ../nbs/06_demo.ipynb #a0de0019
 def code_lines(p: Problem) -> list[str]:
-    "The Python the model is taught to write: the problem's numbers by name, the formula, a print."
-    return [f"{k} = {v}" for k, v in p.values.items()] + [f"answer = {p.formula}", "print(answer)"]
+    "The Python the model is taught to write: the plan's expression, its numbers as the plan wrote them, and a print."
+    return [f"answer = {numbers_expr(p.formula, p.values).replace(' / ', ' // ')}", "print(answer)"]
 
 def tool_code(p: Problem) -> str: return "\n".join(code_lines(p))
 
@@ -459,10 +475,9 @@ def buggy_code(p: Problem, rng) -> tuple[list[str], str, str, list[str]]:
     "(code with a bug, the tool's reply to it, what went wrong in words, the fixed code)."
     lines, kind = code_lines(p), _pick(rng, ["name", "print", "concat"])
     if kind == "name":
-        name = _pick(rng, list(p.values))
-        bad = _typo(name, rng)
-        wrong = lines[:-2] + [f"answer = {ast.unparse(_Rename(name, bad).visit(ast.parse(p.formula)))}", lines[-1]]
-        return wrong, traceback_text(wrong[-2], f"NameError: name '{bad}' is not defined"), f"I misspelled {name} as {bad}", lines
+        bad = _typo("answer", rng)
+        wrong = lines[:-1] + [f"print({bad})"]
+        return wrong, traceback_text(wrong[-1], f"NameError: name '{bad}' is not defined"), f"I misspelled answer as {bad}", lines
     if kind == "print":
         wrong = lines[:-1] + ["pritn(answer)"]
         return wrong, traceback_text(wrong[-1], "NameError: name 'pritn' is not defined"), "I misspelled print", lines
@@ -470,10 +485,6 @@ def buggy_code(p: Problem, rng) -> tuple[list[str], str, str, list[str]]:
     return (wrong, traceback_text(wrong[-1], 'TypeError: can only concatenate str (not "int") to str'),
             "answer is a number, and a number cannot be added to a string", lines[:-1] + ['print("The answer is " + str(answer))'])
 
-class _Rename(ast.NodeTransformer):
-    "Every use of one name, renamed."
-    def __init__(self, old, new): self.old, self.new = old, new
-    def visit_Name(self, node): return ast.Name(self.new if node.id == self.old else node.id, node.ctx)
 
 # %% ../nbs/06_demo.ipynb #a0de0020
 def _call(lines: list[str]) -> dict:
@@ -524,11 +535,11 @@ class Conversation:
     thinking: bool
 
 def make_conversations(n: int, seed: int) -> list[Conversation]:
-    "`n` training conversations of the four kinds (about 45 % TIR), deterministic by `seed`."
+    "`n` training conversations of the four kinds (about 40 % TIR), deterministic by `seed`."
     rng, out = random.Random(seed), []
     for _ in range(n):
         r = rng.random()
-        if r < 0.45: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
+        if r < 0.4: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
         elif r < 0.75: out.append(Conversation("thinking", thinking_turns(make_problem(rng), rng), None, True))
         elif r < 0.9: out.append(Conversation("instruct", instruct_turns(make_problem(rng), rng), None, False))
         else:
@@ -583,7 +594,7 @@ class TrainSettings:
     lr: float = 3e-3
     warmup: int = 100
     weight_decay: float = 0.01
-    bias_update: float = 1e-3          # correction-bias step per optimizer step (aux-loss-free balancing)
+    bias_update: float = 2e-3          # correction-bias step per optimizer step (aux-loss-free balancing)
     conversations: int = 24000
     seed: int = 0
     threads: int = 2
@@ -716,11 +727,13 @@ def _card_head(config: dict, training: dict) -> list[str]:
             "Integer arithmetic word problems in four families (`make_problems`: unit conversions, multi-step stories, "
             "comparisons, small combinatorics), rendered with `render_chat` in the real format. Thinking works every "
             "operation out digit by digit (column addition with carries, borrows, products by place, long division), "
+            "writing the result so far after each column (a round number plus a smaller one is filled in directly), "
             "checks the last step by its inverse about half the time, and in one run in five makes a slip it notices "
-            "and corrects (\"wait, ...\"). Tool-integrated runs (45 %) use the model card's `stateful_python_code_exec` "
-            "prompt: one call; a call and a check; or a first call with a bug (a misspelled name, `pritn`, a number "
+            "and corrects (\"wait, ...\"). Tool-integrated runs (40 %) use the model card's `stateful_python_code_exec` "
+            "prompt: the plan's expression as code (`answer = 13 * 17 - 4`), one call; a call and a check; or a first "
+            "call with a bug (a misspelled name, `pritn`, a number "
             "added to a string) whose traceback, exactly as the tool sends it, the model reads and fixes. Then thinking "
-            "mode (30 %), instruct mode (15 %) and two-problem chats. "
+            "mode (35 %), instruct mode (15 %) and two-problem chats. "
             f"Training seed {SEEDS['train']}, evaluation seed {SEEDS['eval']} (disjoint).", "",
             "## Recipe", "",
             f"`cascade-lab train-demo`: {s.get('steps')} AdamW steps of {s.get('batch_size')} sequences, peak learning "
