@@ -535,11 +535,11 @@ class Conversation:
     thinking: bool
 
 def make_conversations(n: int, seed: int) -> list[Conversation]:
-    "`n` training conversations of the four kinds (about 40 % TIR), deterministic by `seed`."
+    "`n` training conversations of the four kinds (25 % TIR, 50 % thinking, 15 % instruct, 10 % two-problem chats), deterministic by `seed`."
     rng, out = random.Random(seed), []
     for _ in range(n):
         r = rng.random()
-        if r < 0.4: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
+        if r < 0.25: out.append(Conversation("tir", tir_conversation(make_problem(rng), rng), [PYTHON_TOOL], True))
         elif r < 0.75: out.append(Conversation("thinking", thinking_turns(make_problem(rng), rng), None, True))
         elif r < 0.9: out.append(Conversation("instruct", instruct_turns(make_problem(rng), rng), None, False))
         else:
@@ -589,7 +589,7 @@ def demo_config(vocab_size: int = DEMO_VOCAB_SIZE):
 # %% ../nbs/06_demo.ipynb #b4717350
 @dataclass
 class TrainSettings:
-    steps: int = 1200                 # about 31 minutes on 2 cores at ~1.55 s a step (the budget: 35 with data preparation)
+    steps: int = 1600                 # about 31 minutes on 2 cores at ~1.2 s a step (the budget: 35 with data preparation)
     batch_size: int = 12
     lr: float = 3e-3
     warmup: int = 100
@@ -729,11 +729,11 @@ def _card_head(config: dict, training: dict) -> list[str]:
             "operation out digit by digit (column addition with carries, borrows, products by place, long division), "
             "writing the result so far after each column (a round number plus a smaller one is filled in directly), "
             "checks the last step by its inverse about half the time, and in one run in five makes a slip it notices "
-            "and corrects (\"wait, ...\"). Tool-integrated runs (40 %) use the model card's `stateful_python_code_exec` "
+            "and corrects (\"wait, ...\"). Tool-integrated runs (25 %; they are the longest, with the tool's system prompt) use the model card's `stateful_python_code_exec` "
             "prompt: the plan's expression as code (`answer = 13 * 17 - 4`), one call; a call and a check; or a first "
             "call with a bug (a misspelled name, `pritn`, a number "
             "added to a string) whose traceback, exactly as the tool sends it, the model reads and fixes. Then thinking "
-            "mode (35 %), instruct mode (15 %) and two-problem chats. "
+            "mode (50 %), instruct mode (15 %) and two-problem chats. "
             f"Training seed {SEEDS['train']}, evaluation seed {SEEDS['eval']} (disjoint).", "",
             "## Recipe", "",
             f"`cascade-lab train-demo`: {s.get('steps')} AdamW steps of {s.get('batch_size')} sequences, peak learning "

@@ -71,3 +71,18 @@ def server():
         proc.terminate()
         try: proc.wait(timeout=20)
         except subprocess.TimeoutExpired: proc.kill(); proc.wait()
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_kept():
+    """Every test leaves the process's SIGINT handler as it found it. A library that swaps it (for SIG_IGN, or a
+    handler of its own) and is not given it back silently breaks Ctrl-C for what runs later: `_thread.interrupt_main`
+    does nothing when SIGINT is not handled by Python, so `test_host_interrupt_stops_the_code_too` would fail far
+    from the cause. This names the test that changed it."""
+    import signal
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)          # give it back, so the tests after this one run as they should
+        pytest.fail(f"this test left the SIGINT handler changed: {before!r} -> {after!r}")
