@@ -77,8 +77,9 @@ def server():
 def sigint_handler_kept():
     """Every test leaves the process's SIGINT handler as it found it. A library that swaps it (for SIG_IGN, or a
     handler of its own) and is not given it back silently breaks Ctrl-C for what runs later: `_thread.interrupt_main`
-    does nothing when SIGINT is not handled by Python, so `test_host_interrupt_stops_the_code_too` would fail far
-    from the cause. This names the test that changed it."""
+    does nothing when SIGINT is not handled by Python, and a test of Ctrl-C would fail far from the cause. This
+    names the test that changed it. (A process started with SIGINT ignored, as a shell's background job is, is
+    not a test's doing: the Ctrl-C test installs Python's handler itself.)"""
     import signal
     before = signal.getsignal(signal.SIGINT)
     yield

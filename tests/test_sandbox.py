@@ -513,10 +513,15 @@ def test_on_output_sees_a_timed_out_call_and_can_stop_one(sb):
 
 
 def test_host_interrupt_stops_the_code_too(sb):
-    import _thread, threading
-    threading.Timer(1.0, _thread.interrupt_main).start()
-    with pytest.raises(KeyboardInterrupt):
-        sb.run("import time; time.sleep(8); print('should not finish')")
+    import _thread, signal, threading
+    # Ctrl-C as Jupyter's kernel has it: Python's own SIGINT handler. A process started as a background job of a
+    # non-interactive shell (`cmd &`, nohup) inherits SIGINT ignored, and `interrupt_main` then does nothing.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(1.0, _thread.interrupt_main).start()
+        with pytest.raises(KeyboardInterrupt):
+            sb.run("import time; time.sleep(8); print('should not finish')")
+    finally: signal.signal(signal.SIGINT, inherited)
     t = time.perf_counter()
     r = sb.run("print('new')", timeout=5)
     assert (r.output, r.timed_out, r.error) == ("new", False, None) and time.perf_counter() - t < 4.5, r
