@@ -729,10 +729,10 @@ def _card_head(config: dict, training: dict) -> list[str]:
             "operation out digit by digit (column addition with carries, borrows, products by place, long division), "
             "writing the result so far after each column (a round number plus a smaller one is filled in directly), "
             "checks the last step by its inverse about half the time, and in one run in five makes a slip it notices "
-            "and corrects (\"wait, ...\"). Tool-integrated runs (25 %; they are the longest, with the tool's system prompt) use the model card's `stateful_python_code_exec` "
-            "prompt: the plan's expression as code (`answer = 13 * 17 - 4`), one call; a call and a check; or a first "
-            "call with a bug (a misspelled name, `pritn`, a number "
-            "added to a string) whose traceback, exactly as the tool sends it, the model reads and fixes. Then thinking "
+            "and corrects (\"wait, ...\"). Tool-integrated runs (25 %; the longest, with the tool's system prompt) "
+            "use the model card's `stateful_python_code_exec` prompt and the plan's expression as code "
+            "(`answer = 13 * 17 - 4`): one call; a call and a check; or a first call with a bug (a misspelled name, "
+            "`pritn`, a number added to a string) whose traceback, exactly as the tool sends it, the model reads and fixes. Then thinking "
             "mode (50 %), instruct mode (15 %) and two-problem chats. "
             f"Training seed {SEEDS['train']}, evaluation seed {SEEDS['eval']} (disjoint).", "",
             "## Recipe", "",
