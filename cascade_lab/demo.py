@@ -296,13 +296,11 @@ def _digits(n: int) -> list[int]:
     "The digits of n >= 0, ones first."
     return [int(c) for c in reversed(str(n))]
 
-def _so_far(digits: list[str]) -> str:
-    "The result's digits written so far (ones first), as a number: a column at a time, the model extends it by one digit."
-    return f" ({''.join(reversed(digits))})"
-
-def _columns(parts: list[str]) -> str:
-    "The columns' working, joined; one column alone needs no result so far."
-    return "; ".join(parts) + "." if len(parts) > 1 else parts[0].rsplit(" (", 1)[0] + "."
+def _columns(parts: list[str], digits: list[str]) -> str:
+    """The columns' working (ones first), each followed by the result so far, as a number: a column at a time, the
+    model extends the last number by one digit. One column alone needs no result so far."""
+    if len(parts) == 1: return parts[0] + "."
+    return "; ".join(f"{p} ({''.join(reversed(digits[:i + 1]))})" for i, p in enumerate(parts)) + "."
 
 def work_add(a: int, b: int) -> tuple[str, int]:
     "Column addition, ones first, each column followed by the result so far: ('7 + 8 = 15, write 5, carry 1 (5); 4 + 3 + 1 = 8 (85).', 85)."
@@ -317,11 +315,11 @@ def work_add(a: int, b: int) -> tuple[str, int]:
         s, last = sum(terms), i == n - 1
         expr = " + ".join(map(str, terms))
         got.append(str(s) if last else str(s % 10))
-        if len(terms) == 1: parts.append(expr + _so_far(got))
-        elif last or s < 10: parts.append(f"{expr} = {s}" + _so_far(got))
-        else: parts.append(f"{expr} = {s}, write {s % 10}, carry {s // 10}" + _so_far(got))
+        if len(terms) == 1: parts.append(expr)
+        elif last or s < 10: parts.append(f"{expr} = {s}")
+        else: parts.append(f"{expr} = {s}, write {s % 10}, carry {s // 10}")
         carry = 0 if last else s // 10
-    return _columns(parts), a + b
+    return _columns(parts, got), a + b
 
 def work_sub(a: int, b: int) -> tuple[str, int]:
     "Column subtraction with borrows, a >= b >= 0, the result so far after each column: ('5 - 8 needs a borrow: 15 - 8 = 7 (7); 8 - 1 - 3 = 4 (47).', 47)."
@@ -332,13 +330,13 @@ def work_sub(a: int, b: int) -> tuple[str, int]:
         expr = f"{top} - {y}" if y else top
         if xv < y or xv < 0:
             got.append(str(xv + 10 - y))
-            parts.append(f"{expr} needs a borrow: {xv + 10}" + (f" - {y} = {xv + 10 - y}" if y else "") + _so_far(got))
+            parts.append(f"{expr} needs a borrow: {xv + 10}" + (f" - {y} = {xv + 10 - y}" if y else ""))
             borrow = 1
         else:
             got.append(str(xv - y))
-            parts.append((f"{expr} = {xv - y}" if (y or borrow) else expr) + _so_far(got))
+            parts.append(f"{expr} = {xv - y}" if (y or borrow) else expr)
             borrow = 0
-    return _columns(parts), a - b
+    return _columns(parts, got), a - b
 
 # %% ../nbs/06_demo.ipynb #a0de0010
 def _mul1(a: int, m: int) -> tuple[str, int]:
@@ -349,9 +347,9 @@ def _mul1(a: int, m: int) -> tuple[str, int]:
         p, last = d * m + carry, i == len(da) - 1
         expr = f"{d} * {m}" + (f" + {carry}" if carry else "")
         got.append(str(p) if last else str(p % 10))
-        parts.append((f"{expr} = {p}" if last or p < 10 else f"{expr} = {p}, write {p % 10}, carry {p // 10}") + _so_far(got))
+        parts.append(f"{expr} = {p}" if last or p < 10 else f"{expr} = {p}, write {p % 10}, carry {p // 10}")
         carry = 0 if last else p // 10
-    return _columns(parts), a * m
+    return _columns(parts, got), a * m
 
 def _round(n: int) -> bool:
     "One digit, then zeros (60, 100, 3000)."
@@ -732,8 +730,8 @@ def _card_head(config: dict, training: dict) -> list[str]:
             "and corrects (\"wait, ...\"). Tool-integrated runs (25 %; the longest, with the tool's system prompt) "
             "use the model card's `stateful_python_code_exec` prompt and the plan's expression as code "
             "(`answer = 13 * 17 - 4`): one call; a call and a check; or a first call with a bug (a misspelled name, "
-            "`pritn`, a number added to a string) whose traceback, exactly as the tool sends it, the model reads and fixes. Then thinking "
-            "mode (50 %), instruct mode (15 %) and two-problem chats. "
+            "`pritn`, a number added to a string) whose traceback, exactly as the tool sends it, the model reads and "
+            "fixes. Then thinking mode (50 %), instruct mode (15 %) and two-problem chats. "
             f"Training seed {SEEDS['train']}, evaluation seed {SEEDS['eval']} (disjoint).", "",
             "## Recipe", "",
             f"`cascade-lab train-demo`: {s.get('steps')} AdamW steps of {s.get('batch_size')} sequences, peak learning "
