@@ -63,6 +63,10 @@ DIFF_LINES = 20        # lines of diff shown per stale cell
 # Progress bars are timings (elapsed, it/s) drawn with carriage returns: noise on a page and different on every
 # run. They are off while the notebooks run: transformers' and huggingface_hub's bars, and tqdm's default.
 NO_PROGRESS_BARS = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"}
+# A plotly figure shown by a cell is stored as its JSON (`application/vnd.plotly.v1+json`, which JupyterLab and the
+# docs site draw), not as HTML that inlines all of plotly.js (4.8 MB) into the output; outside a Jupyter kernel
+# plotly would otherwise pick that HTML renderer or try to open a web browser.
+PLOTLY = {"PLOTLY_RENDERER": "plotly_mimetype"}
 
 
 def _has_gpu() -> bool:
@@ -217,6 +221,7 @@ def main(argv=None):
 
     if not _has_gpu(): os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.update(NO_PROGRESS_BARS)
+    for k, v in PLOTLY.items(): os.environ.setdefault(k, v)
     from fastcore.parallel import parallel
     from fastcore.xtras import working_directory
     from fastcore.nbio import write_nb
