@@ -1,5 +1,5 @@
 # The commands of the README. Each sets up .venv first (scripts/setup.sh; a no-op when current).
-.PHONY: demo test lab setup
+.PHONY: demo test lab docs setup
 setup:
 	@bash scripts/setup.sh
 
@@ -12,3 +12,7 @@ test: setup
 # JupyterLab on the repository, loopback only, behind a random token, the quickstart notebook open (scripts/lab.sh)
 lab: setup
 	@bash scripts/lab.sh $(LAB_ARGS)
+
+# The documentation site from the notebooks, into docs/_build/html (scripts/docs.py; offline once built)
+docs: setup
+	.venv/bin/python scripts/docs.py

@@ -48,3 +48,4 @@ def _plotly_assets(app, pagename, templatename, context, doctree):
 
 def setup(app):
     app.connect("html-page-context", _plotly_assets)
+html_favicon = "_static/favicon.svg"
