@@ -179,6 +179,8 @@ def process_notebook(src: str, pages: dict[str, str]) -> tuple[dict, str | None]
     proc.process()
     for cell in proc.nb.cells:
         if cell.cell_type == "markdown": cell.source = rewrite_links(cell.source, src, pages)
+        if src == "nbs/index.ipynb" and cell.idx_ == 0:     # the landing page has the project's name already
+            cell.source = re.sub(r"^# .*", "# Overview", cell.source, count=1)
         if cell.cell_type != "code": continue
         is_doc = bool(getattr(cell, "has_sd", False)) or cell.source.startswith("show_doc(")
         tags = cell_tags(getattr(cell, "directives_", {}) or {}, is_doc)
