@@ -23,6 +23,7 @@ Usage: python scripts/docs.py [--no-exec-cache] [--jobs N]
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import concurrent.futures as cf
 import copy
@@ -47,6 +48,8 @@ HTML, VENDOR, EXEC_CACHE = BUILD / "html", BUILD / "vendor", BUILD / "exec_cache
 NPM_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cascade-lab" / "npm"
 GITHUB = "https://github.com/cascade-lab/cascade-lab/blob/main/"
 MAX_PAGE = 5_000_000
+MIN_MODULES = 15           # module pages the API check must find (a check that finds none would pass silently)
+MODULES: dict[str, str | None] = {}       # notebook -> the module it exports (`#| default_exp`), filled while processing
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -177,6 +180,16 @@ def process_notebook(src: str, pages: dict[str, str]) -> tuple[dict, str | None]
     proc = NBProcessor(ROOT / src, procs=[add_show_docs, hide_line, filter_stream_, strip_ansi], rm_directives=True)
     module = next((_directive(c.directives_, "default_exp") for c in proc.nb.cells if "default_exp" in c.directives_), None)
     proc.process()
+    constants = {}          # cell -> public names it assigns (exported constants get an API entry too)
+    for cell in proc.nb.cells:
+        if cell.cell_type == "code" and ({"export", "exports"} & set(getattr(cell, "directives_", {}) or {})):
+            try: tree = ast.parse(cell.source)
+            except SyntaxError: tree = None
+            targets = [t for n in (tree.body if tree else []) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                       for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+            names = [t.id for t in targets for t in (t.elts if isinstance(t, ast.Tuple) else [t])
+                     if isinstance(t, ast.Name) and not t.id.startswith("_")]
+            if names: constants[cell.idx_] = names
     for cell in proc.nb.cells:
         if cell.cell_type == "markdown": cell.source = rewrite_links(cell.source, src, pages)
         if src == "nbs/index.ipynb" and cell.idx_ == 0:     # the landing page has the project's name already
@@ -193,6 +206,10 @@ def process_notebook(src: str, pages: dict[str, str]) -> tuple[dict, str | None]
     for cell in nb["cells"]:
         for k in [k for k in cell if k.endswith("_") or k == "has_sd"]: del cell[k]
         if isinstance(cell["source"], list): cell["source"] = "".join(cell["source"])
+    for i in sorted(constants, reverse=True):
+        nb["cells"][i + 1:i + 1] = [{"cell_type": "code", "id": f"api-{name}", "source": name, "execution_count": None, "outputs": [],
+                                     "metadata": {"tags": ["remove-input", "skip-execution"], "cascade_constant": True}}
+                                    for name in constants[i]]
     return nb, module
 
 
@@ -219,8 +236,9 @@ def _api_entry(md: str, expr: str, ns: dict) -> str:
 
 def fill_show_docs(nb: dict, module: str | None, src: str) -> int:
     "The API entries: every show_doc cell run against the exported module (nothing else of the notebook runs)."
+    consts = [c for c in nb["cells"] if c.get("metadata", {}).get("cascade_constant")]
     cells = [c for c in nb["cells"] if c["cell_type"] == "code" and c["source"].startswith("show_doc(")]
-    if not cells: return 0
+    if not cells and not consts: return 0
     if module is None: sys.exit(f"docs: {src} has show_doc cells but no `#| default_exp`")
     from execnb.shell import CaptureShell
     sh = CaptureShell()
@@ -237,7 +255,14 @@ def fill_show_docs(nb: dict, module: str | None, src: str) -> int:
                 md = "".join(md) if isinstance(md, list) else md
                 o["data"]["text/markdown"] = _api_entry(md, code[len("show_doc("):-1], sh.user_ns)
         cells[[c["source"] for c in cells].index(code)]["outputs"] = [dict(o) for o in outs]
-    return len(cells)
+    module_all = set(sh.user_ns["_m"].__dict__.get("__all__", []))
+    for c in consts:
+        if c["source"] not in module_all: c["metadata"]["tags"] = ["remove-cell", "skip-execution"]; continue
+        value = repr(sh.user_ns[c["source"]])
+        value = value if len(value) <= 400 else value[:400] + " ..."
+        c["outputs"] = [{"output_type": "display_data", "metadata": {},
+                         "data": {"text/markdown": f"### {c['source']}\n\n```python\n{c['source']} = {value}\n```\n"}}]
+    return len(cells) + len(consts)
 
 
 # ---------------------------------------------------------------- 3. execution and outputs
@@ -319,21 +344,22 @@ def check_site(pages: dict[str, str]) -> None:
     """Every public name (`__all__`) of every module has its entry on the module's page, and no page with its
     widgets and figures is over 5 MB. Prints each page's weight."""
     import importlib
-    problems, weights = [], []
+    problems, weights, checked = [], [], []
     for src, page in pages.items():
         out = HTML / (page.rsplit(".", 1)[0] + ".html")
         if not out.exists(): problems.append(f"{src}: no page {out.relative_to(ROOT)}"); continue
         text = out.read_text()
         weights.append((out.stat().st_size, str(out.relative_to(HTML))))
         if out.stat().st_size > MAX_PAGE: problems.append(f"{out.name}: {out.stat().st_size:,} bytes, over {MAX_PAGE:,}")
-        nb = ROOT / src
-        if src.endswith(".ipynb"):
-            m = re.search(r"^#\|\s*default_exp\s+(\S+)", nb.read_text().replace("\\n", "\n"), flags=re.M)
-            if m:
-                names = set(getattr(importlib.import_module(f"cascade_lab.{m.group(1)}"), "__all__", []))
-                missing = sorted(names - api_entries(text))
-                if missing: problems.append(f"{out.name}: no API entry for {', '.join(missing)} (cascade_lab.{m.group(1)}.__all__)")
+        if MODULES.get(src):
+            names = set(getattr(importlib.import_module(f"cascade_lab.{MODULES[src]}"), "__all__", []))
+            if not names: problems.append(f"{src}: cascade_lab.{MODULES[src]} has no __all__")
+            missing = sorted(names - api_entries(text))
+            if missing: problems.append(f"{out.name}: no API entry for {', '.join(missing)} (cascade_lab.{MODULES[src]}.__all__)")
+            checked.append(len(names))
     for size, name in sorted(weights, reverse=True)[:8]: log(f"{size / 1e6:6.2f} MB  {name}")
+    log(f"API entries: {sum(checked)} public names of {len(checked)} modules, each with its entry")
+    if len(checked) < MIN_MODULES: problems.append(f"only {len(checked)} module pages found to check the API of")
     if problems: sys.exit("docs: the site fails its checks:\n  " + "\n  ".join(problems))
 
 
@@ -380,6 +406,7 @@ def build_sources(use_cache: bool, jobs: int) -> dict[str, str]:
             continue
         nb, module = process_notebook(src, pages)
         n = fill_show_docs(nb, module, src)
+        MODULES[src] = module
         if needs_execution(nb, src):
             # the package, the processed notebook (its API entries included) and how Triton runs
             key = hashlib.sha256((pkg + os.environ.get("TRITON_INTERPRET", "") + json.dumps(nb, sort_keys=True)).encode()).hexdigest()

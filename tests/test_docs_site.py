@@ -204,3 +204,21 @@ def test_tir_walkthrough_stepper_steps(chromium, server):
     assert m0 and m1 and int(m1.group(1)) == int(m0.group(1)) + 1, (before, after)
     p.shot("next-step")
     p.close()
+
+
+# ---------------------------------------------------------------- the API check of scripts/docs.py
+def test_api_check_fails_on_a_missing_entry(tmp_path, monkeypatch):
+    "check_site names a public name whose API entry is missing from its module's page (and passes once it is there)."
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import docs
+    import cascade_lab.routing as routing
+    monkeypatch.setattr(docs, "HTML", tmp_path)
+    monkeypatch.setattr(docs, "MODULES", {"nbs/08_routing.ipynb": "routing"})
+    monkeypatch.setattr(docs, "MIN_MODULES", 1)
+    entries = [n for n in routing.__all__ if n != "moe_routers"]
+    (tmp_path / "routing.html").write_text("".join(f'<p class="rubric" id="{n.lower()}">{n}</p>' for n in entries))
+    with pytest.raises(SystemExit, match="no API entry for moe_routers"):
+        docs.check_site({"nbs/08_routing.ipynb": "routing.ipynb"})
+    (tmp_path / "routing.html").write_text("".join(f'<p class="rubric">{n}</p>' for n in routing.__all__))
+    docs.check_site({"nbs/08_routing.ipynb": "routing.ipynb"})
