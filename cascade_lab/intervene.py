@@ -16,7 +16,8 @@ from .routing import RecordedRouting, RoutingRecorder, moe_routers
 from .trace import Trace
 
 # %% auto #0
-__all__ = ['ABLATE_MODES', 'Scope', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened', 'intervene']
+__all__ = ['ABLATE_MODES', 'Scope', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened', 'intervene', 'rescore',
+           'routing_diff']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
 @dataclass(frozen=True)
@@ -296,3 +297,98 @@ def __repr__(self: Intervened):
             f"layer {r['layer']}: {r['layer_tokens_changed']} tokens changed, {r['layer_experts_swapped']} experts swapped"
             for r in self.report]
     return f"Intervened({len(self.interventions)} interventions, {self.forwards} forward passes)\n" + "\n".join(rows)
+
+# %% ../nbs/19_intervene.ipynb #9eb32d2c
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .trace import Routing, SEGMENT_KINDS
+from .views import _js, expert_load, token_mask   # _js: Jensen-Shannon divergence in bits
+
+class _Forced(LogitsProcessor):
+    "Makes `model.generate` choose the given tokens, one per step: teacher forcing through the generation path."
+    def __init__(self, ids): self.ids, self.i = list(ids), 0
+    def __call__(self, input_ids, scores):
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.ids[min(self.i, len(self.ids) - 1)]] = 0
+        self.i += 1
+        return forced
+
+# %% ../nbs/19_intervene.ipynb #a454721d
+def _rescore_steps(trace, model, n, rec_rows):
+    "Per generation call: its input prefilled, its tokens forced one at a time; the rows each call recorded."
+    dev, ids = next(model.parameters()).device, np.asarray(trace.token_ids)
+    for st in trace.steps:
+        c0, (g0, g1) = st.context_start, st.generated
+        prefix = torch.as_tensor(ids[c0:g0], device=dev)[None]
+        with torch.no_grad(), RoutingRecorder(model, capacity=g1 - c0) as rec:
+            model.generate(input_ids=prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=max(g1 - g0, 1),
+                           min_new_tokens=max(g1 - g0, 1), do_sample=False, eos_token_id=None, pad_token_id=0,
+                           logits_processor=LogitsProcessorList([_Forced(ids[g0:g1])]))
+        first = st.prompt[0]
+        rec_rows(first, rec.result(tokens=slice(first - c0, min(rec.pos, g1 - c0))))
+
+def rescore(trace: Trace, model, mode: str = "generate") -> Routing:
+    """The routing `model` gives the tokens of `trace`, aligned token by token: `mode` 'generate' feeds them as the
+    run did (exact on the run's own model), 'forward' in one teacher-forced pass."""
+    if mode not in ("generate", "forward"): raise ValueError(f"rescore mode {mode!r}: 'generate' or 'forward'")
+    n = len(trace)
+    if mode == "forward" or not trace.steps:
+        ids = torch.as_tensor(np.asarray(trace.token_ids), device=next(model.parameters()).device)[None]
+        with torch.no_grad(), RoutingRecorder(model, capacity=n) as rec: model(input_ids=ids)
+        r = rec.result()
+        return Routing(r.experts, r.weights, r.scores, list(r.layers), rec.num_experts)
+    parts = []
+    _rescore_steps(trace, model, n, lambda start, r: parts.append((start, r)))
+    r0 = parts[0][1]
+    ex = np.zeros((n,) + r0.experts.shape[1:], np.int64)
+    wt, sc, seen = np.zeros(ex.shape, np.float32), np.zeros(ex.shape, np.float32), np.zeros(n, bool)
+    for start, r in parts:
+        sl = slice(start, start + len(r.experts))
+        ex[sl], wt[sl], sc[sl], seen[sl] = r.experts, r.weights, r.scores, True
+    return Routing(ex, wt, sc, list(r0.layers), int(model.config.n_routed_experts), recorded=seen)
+
+# %% ../nbs/19_intervene.ipynb #0586c615
+def _as_routing(x) -> Routing:
+    r = x.routing if isinstance(x, Trace) else x
+    if r is None: raise ValueError("no routing to compare: the trace has none (see its routing_note)")
+    return r
+
+def _token_overlap(ea, eb, wa, wb):
+    "Per token and layer: Jaccard of the expert sets, shared weight mass (normalised weights), top-1 agreement."
+    same = ea[..., :, None] == eb[..., None, :]                      # [T, L, k, k]
+    inter = same.any(-1).sum(-1)
+    jac = inter / (2 * ea.shape[-1] - inter)
+    total = lambda w: np.where(w.sum(-1, keepdims=True) > 0, w.sum(-1, keepdims=True), 1.0)   # unrecorded rows: 0
+    na, nb = wa / total(wa), wb / total(wb)
+    mass = np.minimum(na[..., :, None], nb[..., None, :]).__mul__(same).sum((-1, -2))
+    return jac, mass, ea[..., 0] == eb[..., 0]
+
+# %% ../nbs/19_intervene.ipynb #b09f409d
+def routing_diff(a: Trace, b, by: str = "segment") -> dict:
+    """Routing of `a` against `b` (a Trace on the same tokens, or a `Routing` from `rescore`), per MoE layer and
+    segment kind of `a`: mean Jaccard of the expert sets, shared weight mass, top-1 agreement (over the tokens both
+    have, up to the first differing token), and the Jensen-Shannon divergence (bits) of the expert load."""
+    if by != "segment": raise ValueError(f"routing_diff by {by!r}: only 'segment' is supported")
+    ra, rb = _as_routing(a), _as_routing(b)
+    if list(ra.layers) != list(rb.layers) or ra.experts.shape[-1] != rb.experts.shape[-1]:
+        raise ValueError(f"different routing layouts: layers {ra.layers} top-{ra.experts.shape[-1]} vs {rb.layers} top-{rb.experts.shape[-1]}")
+    n = min(len(ra.experts), len(rb.experts))
+    if isinstance(b, Trace):
+        diff = np.nonzero(np.asarray(a.token_ids[:n]) != np.asarray(b.token_ids[:n]))[0]
+        n = int(diff[0]) if len(diff) else n
+    jac, mass, top1 = _token_overlap(ra.experts[:n], rb.experts[:n], ra.weights[:n], rb.weights[:n])
+    out = {"layers": list(ra.layers), "aligned_tokens": n}
+    for kind in SEGMENT_KINDS:
+        m = token_mask(a, segment=kind)[:n] & rb.recorded_mask()[:n]
+        if not m.any(): continue
+        la = expert_load(a, segment=kind)
+        lb = expert_load(b, segment=kind) if isinstance(b, Trace) else _load(rb, m, n)
+        js = _js(la / la.sum(-1, keepdims=True), lb / np.maximum(lb.sum(-1, keepdims=True), 1e-300))
+        out[kind] = {"tokens": int(m.sum()), "jaccard": jac[m].mean(0), "weight_overlap": mass[m].mean(0),
+                     "top1_agreement": top1[m].mean(0), "load_js": js}
+    return out
+
+def _load(r: Routing, m, n):
+    L, E = len(r.layers), r.num_experts
+    flat = r.experts[:n][m].astype(np.int64) + (np.arange(L) * E)[None, :, None]
+    return np.bincount(flat.ravel(), minlength=L * E).reshape(L, E).astype(np.float64)
