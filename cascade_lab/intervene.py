@@ -17,7 +17,7 @@ from .trace import Trace
 
 # %% auto #0
 __all__ = ['ABLATE_MODES', 'Scope', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened', 'intervene', 'rescore',
-           'routing_diff']
+           'routing_diff', 'risk_difference', 'npmi']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
 @dataclass(frozen=True)
@@ -392,3 +392,39 @@ def _load(r: Routing, m, n):
     L, E = len(r.layers), r.num_experts
     flat = r.experts[:n][m].astype(np.int64) + (np.arange(L) * E)[None, :, None]
     return np.bincount(flat.ravel(), minlength=L * E).reshape(L, E).astype(np.float64)
+
+# %% ../nbs/19_intervene.ipynb #c53080da
+def _chosen(traces, segment=None):
+    "(tokens counted, bool [N, L, E] expert chosen) over the recorded tokens of `traces` (in `segment`)."
+    rows = []
+    for t in ([traces] if isinstance(traces, Trace) else traces):
+        r, m = _as_routing(t), token_mask(t, segment=segment)
+        hot = np.zeros((int(m.sum()), len(r.layers), r.num_experts), bool)
+        np.put_along_axis(hot, r.experts[m].astype(np.int64), True, axis=-1)
+        rows.append(hot)
+    hot = np.concatenate(rows) if rows else np.zeros((0, 0, 0), bool)
+    if not len(hot): raise ValueError(f"no recorded tokens{f' in segment {segment!r}' if segment else ''} in these traces")
+    return hot
+
+def risk_difference(traces_a, traces_b, segment: str | None = None) -> np.ndarray:
+    "float [L, E]: how much more often each expert is chosen on the tokens of `traces_a` than of `traces_b` (-1..1)."
+    return _chosen(traces_a, segment).mean(0) - _chosen(traces_b, segment).mean(0)
+
+# %% ../nbs/19_intervene.ipynb #bab33686
+def npmi(traces, token_set, segment: str | None = None) -> np.ndarray:
+    """float [L, E]: normalised PMI between an expert being chosen and the token being in `token_set` (token ids,
+    or token strings as in `trace.tokens`), over the recorded tokens of `traces`."""
+    traces = [traces] if isinstance(traces, Trace) else list(traces)
+    want = {t for t in token_set}
+    x = np.concatenate([np.array([(tid in want) or (s in want) for tid, s in zip(np.asarray(t.token_ids), t.tokens)])
+                        [token_mask(t, segment=segment)] for t in traces])
+    hot = _chosen(traces, segment)
+    if not x.any(): raise ValueError("npmi: no token of the set occurs in these traces")
+    n = len(x)
+    p_x, p_e = x.mean(), hot.mean(0)
+    p_ex = (hot & x[:, None, None]).sum(0) / n
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log(p_ex / (p_e * p_x)) / -np.log(p_ex)
+    out[p_ex == 0] = -1.0
+    out[p_ex == 1] = 1.0
+    return out
