@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from fastcore.basics import patch
 
 from .routing import RecordedRouting, RoutingRecorder, moe_routers
 from .trace import Trace
@@ -125,8 +126,6 @@ class Intervened:
         self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (pos, wanted, applied)
 
 # %% ../nbs/19_intervene.ipynb #6f27142b
-from fastcore.basics import patch
-
 @patch
 def _check(self: Intervened, iv: Intervention):
     if iv.layer not in self.routers:
