@@ -172,6 +172,16 @@ def cell_tags(directives: dict, show_doc: bool) -> list[str]:
     return tags
 
 
+def _assigned_names(source: str) -> list[str]:
+    "The public names a cell assigns at its top level (`A = ...`, `A, B = ...`, `A: int = ...`)."
+    try: body = ast.parse(source).body
+    except SyntaxError: return []
+    targets = [t for n in body if isinstance(n, (ast.Assign, ast.AnnAssign))
+               for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
+    return [t.id for t in targets for t in (t.elts if isinstance(t, ast.Tuple) else [t])
+            if isinstance(t, ast.Name) and not t.id.startswith("_")]
+
+
 def process_notebook(src: str, pages: dict[str, str]) -> tuple[dict, str | None]:
     "nbdev's processing for the site: show_doc cells added, directives as tags, links rewritten."
     from fastcore.nbio import nb2dict
@@ -180,18 +190,11 @@ def process_notebook(src: str, pages: dict[str, str]) -> tuple[dict, str | None]
     proc = NBProcessor(ROOT / src, procs=[add_show_docs, hide_line, filter_stream_, strip_ansi], rm_directives=True)
     module = next((_directive(c.directives_, "default_exp") for c in proc.nb.cells if "default_exp" in c.directives_), None)
     proc.process()
-    constants = {}          # cell -> public names it assigns (exported constants get an API entry too)
-    for cell in proc.nb.cells:
-        if cell.cell_type == "code" and ({"export", "exports"} & set(getattr(cell, "directives_", {}) or {})):
-            try: tree = ast.parse(cell.source)
-            except SyntaxError: tree = None
-            targets = [t for n in (tree.body if tree else []) if isinstance(n, (ast.Assign, ast.AnnAssign))
-                       for t in (n.targets if isinstance(n, ast.Assign) else [n.target])]
-            names = [t.id for t in targets for t in (t.elts if isinstance(t, ast.Tuple) else [t])
-                     if isinstance(t, ast.Name) and not t.id.startswith("_")]
-            if names: constants[cell.idx_] = names
+    constants = {}          # cell index -> public names it assigns (exported constants get an API entry too)
     for cell in proc.nb.cells:
         if cell.cell_type == "markdown": cell.source = rewrite_links(cell.source, src, pages)
+        if cell.cell_type == "code" and {"export", "exports"} & set(getattr(cell, "directives_", {}) or {}):
+            if names := _assigned_names(cell.source): constants[cell.idx_] = names
         if src == "nbs/index.ipynb" and cell.idx_ == 0:     # the landing page has the project's name already
             cell.source = re.sub(r"^# .*", "# Overview", cell.source, count=1)
         if cell.cell_type != "code": continue
@@ -244,17 +247,18 @@ def fill_show_docs(nb: dict, module: str | None, src: str) -> int:
     sh = CaptureShell()
     setup = (f"from nbdev.showdoc import show_doc\nimport cascade_lab.{module} as _m\n"
              "globals().update({k: v for k, v in vars(_m).items() if not k.startswith('__')})")
-    for code in [setup] + [c["source"] for c in cells]:
+    for cell in [None] + cells:
+        code = setup if cell is None else cell["source"]
         outs = sh.run(code)
         if any(o.get("output_type") == "error" for o in outs):
             sys.exit(f"docs: {src}: `{code}` failed:\n" + "\n".join("".join(o.get("traceback", "")) for o in outs))
-        if code is setup: continue
+        if cell is None: continue
         for o in outs:
             md = o.get("data", {}).get("text/markdown")
             if md is not None:
                 md = "".join(md) if isinstance(md, list) else md
                 o["data"]["text/markdown"] = _api_entry(md, code[len("show_doc("):-1], sh.user_ns)
-        cells[[c["source"] for c in cells].index(code)]["outputs"] = [dict(o) for o in outs]
+        cell["outputs"] = [dict(o) for o in outs]
     module_all = set(sh.user_ns["_m"].__dict__.get("__all__", []))
     for c in consts:
         if c["source"] not in module_all: c["metadata"]["tags"] = ["remove-cell", "skip-execution"]; continue
