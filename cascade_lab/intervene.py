@@ -32,13 +32,20 @@ class Scope:
         as_set = lambda v: None if v is None else frozenset(int(i) for i in ([v] if isinstance(v, int) else v))
         return cls(as_set(positions), as_set(token_ids))
 
+    def _values(self, which: str, device) -> torch.Tensor:
+        "The positions or token ids as a tensor on `device`, made once (a mask is taken per layer and forward pass)."
+        cache = self.__dict__.setdefault("_tensors", {})
+        key = (which, str(device))
+        if key not in cache: cache[key] = torch.tensor(sorted(getattr(self, which)), device=device)
+        return cache[key]
+
     def mask(self, pos: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         "Boolean mask over the tokens of a forward pass, from their positions and ids (same shape)."
         m = torch.ones_like(pos, dtype=torch.bool)
-        if self.positions is not None: m &= torch.isin(pos, torch.tensor(sorted(self.positions), device=pos.device))
+        if self.positions is not None: m &= torch.isin(pos, self._values("positions", pos.device))
         if self.token_ids is not None:
             if ids is None: raise ValueError("a token-id scope needs input_ids (this forward pass got embeddings)")
-            m &= torch.isin(ids, torch.tensor(sorted(self.token_ids), device=ids.device))
+            m &= torch.isin(ids, self._values("token_ids", ids.device))
         return m
 
 # %% ../nbs/19_intervene.ipynb #43900f19
@@ -121,7 +128,7 @@ class Intervened:
         self.routers = dict(moe_routers(model))
         if not self.routers: raise ValueError(f"{type(model).__name__} has no MoE routers (layers.N.mixer.gate)")
         for iv in flat: self._check(iv)
-        self._handles, self._pos, self._ids, self.forwards = [], None, None, 0
+        self._handles, self._pos, self._ids, self.forwards, self._recorded = [], None, None, 0, {}
         self.stats = {i: {"in_scope": 0, "acted": 0} for i in range(len(flat))}
         self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (pos, wanted, applied)
 
@@ -190,24 +197,33 @@ def _select(self: Intervened, select, router, scores, idx0, pos, ids):
 
 # %% ../nbs/19_intervene.ipynb #aec980d0
 @patch
+def _recording(self: Intervened, i, iv, layer, device):
+    "A replayed run's experts, weights and recorded-row mask for `layer`, as tensors on `device`, made once."
+    key = (i, str(device))
+    if key not in self._recorded:
+        R, slot = iv.routing, list(iv.routing.layers).index(layer)
+        ok = getattr(R, "recorded", None)
+        ok = np.ones(len(R.experts), bool) if ok is None else np.asarray(ok)
+        self._recorded[key] = (torch.as_tensor(np.asarray(R.experts)[:, slot], device=device),
+                               torch.as_tensor(np.asarray(R.weights)[:, slot], device=device), torch.as_tensor(ok, device=device))
+    return self._recorded[key]
+
+@patch
 def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, pos, ids):
     "The replay stage for one recorded run: its expert sets (and weights) at the same positions."
-    R = iv.routing
-    slot, n = list(R.layers).index(layer), len(R.experts)
+    experts, weights, ok = self._recording(i, iv, layer, idx.device)
+    n = len(experts)
     m = iv.scope.mask(pos, ids) & (pos < n)
-    rec_mask = getattr(R, "recorded", None)
-    if rec_mask is not None:
-        m &= torch.as_tensor(np.asarray(rec_mask), device=pos.device)[pos.clamp(max=n - 1)]
+    m &= ok[pos.clamp(max=n - 1)]
     self.stats[i]["in_scope"] += int(m.sum())
     rows = m.nonzero().squeeze(1)
-    at = pos[rows].cpu().numpy()
-    rec = torch.as_tensor(np.asarray(R.experts)[at, slot], device=idx.device, dtype=idx.dtype)
+    rec = experts[pos[rows]].to(idx.dtype)
     if iv.weights == "recompute":
         moved = ~_same_set(rec, idx[rows])
         rows, rec = rows[moved], rec[moved]
         new_w = _weights(scores[rows], rec, router)
     else:
-        new_w = torch.as_tensor(np.asarray(R.weights)[at, slot], device=w.device, dtype=w.dtype)
+        new_w = weights[pos[rows]].to(w.dtype)
     idx, w = idx.clone(), w.clone()
     idx[rows], w[rows] = rec, new_w
     self.stats[i]["acted"] += int(rows.numel())
