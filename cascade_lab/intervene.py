@@ -7,6 +7,7 @@ Docs: https://cascade-lab.github.io/cascade-lab/intervene.html.md"""
 # %% ../nbs/19_intervene.ipynb #c5086e48
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -128,7 +129,7 @@ class Intervened:
         self.routers = dict(moe_routers(model))
         if not self.routers: raise ValueError(f"{type(model).__name__} has no MoE routers (layers.N.mixer.gate)")
         for iv in flat: self._check(iv)
-        self._handles, self._pos, self._ids, self.forwards, self._recorded = [], None, None, 0, {}
+        self._handles, self._pos, self._ids, self.forwards, self._recorded = [], None, None, 0, {}   # _recorded: tensors made once (replays, biases)
         self.stats = {i: {"in_scope": 0, "acted": 0} for i in range(len(flat))}
         self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (pos, wanted, applied)
 
@@ -162,10 +163,15 @@ def _before(self: Intervened, module, args, kwargs):
 
 @patch
 def _delta(self: Intervened, iv: Intervention, like: torch.Tensor) -> torch.Tensor:
-    if not isinstance(iv.delta, dict): return iv.delta.to(like.device, like.dtype)
-    d = torch.zeros(like.shape[-1], device=like.device, dtype=like.dtype)
-    for e, v in iv.delta.items(): d[int(e)] = float(v)
-    return d
+    "The bias as a tensor like the choice scores, made once per intervention and device."
+    key = (id(iv), str(like.device))
+    if key not in self._recorded:
+        if isinstance(iv.delta, dict):
+            d = torch.zeros(like.shape[-1])
+            for e, v in iv.delta.items(): d[int(e)] = float(v)
+        else: d = iv.delta
+        self._recorded[key] = d.to(like.device, like.dtype)
+    return self._recorded[key]
 
 # %% ../nbs/19_intervene.ipynb #54af876f
 @patch
@@ -175,7 +181,7 @@ def _select(self: Intervened, select, router, scores, idx0, pos, ids):
     redo = torch.zeros_like(pos, dtype=torch.bool)
     for i, iv in select:
         m = iv.scope.mask(pos, ids)
-        self.stats[i]["in_scope"] += int(m.sum())
+        self.stats[i]["in_scope"] += m.sum()
         if iv.kind == "bias":
             choice = torch.where(m[:, None], choice + self._delta(iv, choice), choice)
             act = m
@@ -185,7 +191,7 @@ def _select(self: Intervened, select, router, scores, idx0, pos, ids):
             act = m & (hit.any(-1) if iv.kind == "ablate" else hit.sum(-1) < len(cols))
             fill = torch.full_like(choice[:, cols], float("-inf") if iv.kind == "ablate" else float("inf"))
             choice[:, cols] = torch.where(m[:, None], fill, choice[:, cols])
-        self.stats[i]["acted"] += int(act.sum())
+        self.stats[i]["acted"] += act.sum()
         redo |= act
     rows = redo.nonzero().squeeze(1)
     if not rows.numel(): return idx0, rows
@@ -215,7 +221,7 @@ def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, pos, ids):
     n = len(experts)
     m = iv.scope.mask(pos, ids) & (pos < n)
     m &= ok[pos.clamp(max=n - 1)]
-    self.stats[i]["in_scope"] += int(m.sum())
+    self.stats[i]["in_scope"] += m.sum()
     rows = m.nonzero().squeeze(1)
     rec = experts[pos[rows]].to(idx.dtype)
     if iv.weights == "recompute":
@@ -226,7 +232,7 @@ def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, pos, ids):
         new_w = weights[pos[rows]].to(w.dtype)
     idx, w = idx.clone(), w.clone()
     idx[rows], w[rows] = rec, new_w
-    self.stats[i]["acted"] += int(rows.numel())
+    self.stats[i]["acted"] += rows.numel()
     return idx, w
 
 # %% ../nbs/19_intervene.ipynb #a1c77eb7
@@ -251,10 +257,10 @@ def _hook(self: Intervened, layer: int):
         for i, iv in replays: idx, w = self._replay(iv, i, layer, idx, w, scores, router, pos, ids)
         for i, iv in weigh:
             m = iv.scope.mask(pos, ids)
-            self.stats[i]["in_scope"] += int(m.sum())
+            self.stats[i]["in_scope"] += m.sum()
             hit = torch.isin(idx, torch.tensor(iv.experts, device=idx.device)) & m[:, None]
             rows = hit.any(-1)
-            self.stats[i]["acted"] += int(rows.sum())
+            self.stats[i]["acted"] += rows.sum()
             if not rows.any(): continue
             w = w.masked_fill(hit, 0.0) if iv.mode == "zero" else w.clone()
             if iv.mode == "renorm": w[rows] = _weights(scores[rows], idx[rows], router, drop=hit[rows])
@@ -278,7 +284,7 @@ def __exit__(self: Intervened, exc_type, *exc):
     self._handles, self._pos, self._ids = [], None, None
     if exc_type is not None: return
     if self.forwards == 0: raise RuntimeError("intervene: the model never ran inside the `with` block; nothing was changed")
-    idle = [str(self.interventions[i]) for i, s in self.stats.items() if s["in_scope"] == 0]
+    idle = [str(self.interventions[i]) for i, s in self.stats.items() if int(s["in_scope"]) == 0]
     if idle: raise RuntimeError("intervene: these interventions matched no token that ran: " + "; ".join(idle))
 
 def intervene(model, interventions) -> Intervened:
@@ -301,8 +307,8 @@ def report(self: Intervened) -> list[dict]:
     for i, iv in enumerate(self.interventions):
         c = self.changed(iv.layer)
         swapped = int((~(c["applied"][:, :, None] == c["wanted"][:, None, :]).any(-1)).sum()) if len(c["positions"]) else 0
-        out.append({"intervention": str(iv), "layer": iv.layer, "tokens_in_scope": self.stats[i]["in_scope"],
-                    "tokens_acted_on": self.stats[i]["acted"], "layer_tokens_changed": len(c["positions"]),
+        out.append({"intervention": str(iv), "layer": iv.layer, "tokens_in_scope": int(self.stats[i]["in_scope"]),
+                    "tokens_acted_on": int(self.stats[i]["acted"]), "layer_tokens_changed": len(c["positions"]),
                     "layer_experts_swapped": swapped})
     return out
 
@@ -329,7 +335,7 @@ class _Forced(LogitsProcessor):
         return forced
 
 # %% ../nbs/19_intervene.ipynb #a454721d
-def _rescore_steps(trace, model, n, rec_rows):
+def _rescore_steps(trace, model, rec_rows):
     "Per generation call: its input prefilled, its tokens forced one at a time; the rows each call recorded."
     dev, ids = next(model.parameters()).device, np.asarray(trace.token_ids)
     for st in trace.steps:
@@ -353,7 +359,7 @@ def rescore(trace: Trace, model, mode: str = "generate") -> Routing:
         r = rec.result()
         return Routing(r.experts, r.weights, r.scores, list(r.layers), rec.num_experts)
     parts = []
-    _rescore_steps(trace, model, n, lambda start, r: parts.append((start, r)))
+    _rescore_steps(trace, model, lambda start, r: parts.append((start, r)))
     r0 = parts[0][1]
     ex = np.zeros((n,) + r0.experts.shape[1:], np.int64)
     wt, sc, seen = np.zeros(ex.shape, np.float32), np.zeros(ex.shape, np.float32), np.zeros(n, bool)
@@ -397,20 +403,16 @@ def routing_diff(a: Trace, b, by: str = "segment") -> dict:
         m = token_mask(a, segment=kind)[:n] & rb.recorded_mask()[:n]
         if not m.any(): continue
         la = expert_load(a, segment=kind)
-        lb = expert_load(b, segment=kind) if isinstance(b, Trace) else _load(rb, m, n)
+        lb = expert_load(b if isinstance(b, Trace) else dataclasses.replace(a, routing=rb), segment=kind)
         js = _js(la / la.sum(-1, keepdims=True), lb / np.maximum(lb.sum(-1, keepdims=True), 1e-300))
         out[kind] = {"tokens": int(m.sum()), "jaccard": jac[m].mean(0), "weight_overlap": mass[m].mean(0),
                      "top1_agreement": top1[m].mean(0), "load_js": js}
     return out
 
-def _load(r: Routing, m, n):
-    L, E = len(r.layers), r.num_experts
-    flat = r.experts[:n][m].astype(np.int64) + (np.arange(L) * E)[None, :, None]
-    return np.bincount(flat.ravel(), minlength=L * E).reshape(L, E).astype(np.float64)
 
 # %% ../nbs/19_intervene.ipynb #c53080da
 def _chosen(traces, segment=None):
-    "(tokens counted, bool [N, L, E] expert chosen) over the recorded tokens of `traces` (in `segment`)."
+    "bool [N, L, E]: expert chosen, over the N recorded tokens of `traces` (in `segment`)."
     rows = []
     for t in ([traces] if isinstance(traces, Trace) else traces):
         r, m = _as_routing(t), token_mask(t, segment=segment)
