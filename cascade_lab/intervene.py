@@ -14,40 +14,101 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 
+from .chat import STOP_TOKEN_IDS
+from .parse import StreamParser
+from .record import RunFinished, RunStarted, TokenDelta, tap_events
 from .routing import RecordedRouting, RoutingRecorder, moe_routers
-from .trace import Trace
+from .trace import SEGMENT_KINDS, Trace
 
 # %% auto #0
-__all__ = ['ABLATE_MODES', 'Scope', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened', 'intervene', 'rescore',
-           'routing_diff', 'risk_difference', 'npmi']
+__all__ = ['ABLATE_MODES', 'Scope', 'LiveSegments', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened',
+           'intervene', 'wanted_routing', 'rescore', 'routing_diff', 'risk_difference', 'npmi']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
+_KIND = {k: i for i, k in enumerate(SEGMENT_KINDS)}      # segment kind -> code in a forward pass's kinds tensor
+
 @dataclass(frozen=True)
 class Scope:
-    "Which tokens an intervention applies to: `positions` (sequence positions) and/or `token_ids`; None: all."
+    "Which tokens an intervention applies to: `positions`, `token_ids`, `segments` (segment kinds); None: any."
     positions: frozenset | None = None
     token_ids: frozenset | None = None
+    segments: frozenset | None = None
 
     @classmethod
-    def of(cls, positions=None, token_ids=None) -> "Scope":
+    def of(cls, positions=None, token_ids=None, segment=None) -> "Scope":
         as_set = lambda v: None if v is None else frozenset(int(i) for i in ([v] if isinstance(v, int) else v))
-        return cls(as_set(positions), as_set(token_ids))
+        kinds = None if segment is None else frozenset([segment] if isinstance(segment, str) else segment)
+        if kinds is not None and (not kinds or not kinds <= set(SEGMENT_KINDS)):
+            raise ValueError(f"segment {segment!r}: use one or more of {SEGMENT_KINDS}")
+        return cls(as_set(positions), as_set(token_ids), kinds)
+
+    @property
+    def everything(self) -> bool: return self.positions is None and self.token_ids is None and self.segments is None
 
     def _values(self, which: str, device) -> torch.Tensor:
-        "The positions or token ids as a tensor on `device`, made once (a mask is taken per layer and forward pass)."
+        "The positions, token ids or segment codes as a tensor on `device`, made once (a mask is taken per layer and pass)."
         cache = self.__dict__.setdefault("_tensors", {})
         key = (which, str(device))
-        if key not in cache: cache[key] = torch.tensor(sorted(getattr(self, which)), device=device)
+        if key not in cache:
+            vals = [_KIND[k] for k in self.segments] if which == "segments" else getattr(self, which)
+            cache[key] = torch.tensor(sorted(vals), device=device)
         return cache[key]
 
-    def mask(self, pos: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
-        "Boolean mask over the tokens of a forward pass, from their positions and ids (same shape)."
+    def mask(self, pos: torch.Tensor, ids: torch.Tensor | None, kinds: torch.Tensor | None = None) -> torch.Tensor:
+        "Boolean mask over the tokens of a forward pass, from their positions, ids and segment codes (-1: none yet)."
         m = torch.ones_like(pos, dtype=torch.bool)
         if self.positions is not None: m &= torch.isin(pos, self._values("positions", pos.device))
         if self.token_ids is not None:
             if ids is None: raise ValueError("a token-id scope needs input_ids (this forward pass got embeddings)")
             m &= torch.isin(ids, self._values("token_ids", ids.device))
+        if self.segments is not None:
+            if kinds is None: raise ValueError("a segment scope needs the tokens' segment kinds (intervene follows them for one sequence)")
+            m &= torch.isin(kinds, self._values("segments", kinds.device))
         return m
+
+# %% ../nbs/19_intervene.ipynb #2ea619ee
+class LiveSegments:
+    """Each token's segment kind code while a run is generated (see above): `forward(ids, past)` for each forward
+    pass (returns the codes of the tokens it reads), called with each event of the run."""
+    def __init__(self, tools=None, thinking: bool = True):
+        self.tools, self.thinking = tools, thinking
+        self.ids, self.kinds = [], []            # the current context: token ids and kind codes, by position
+        self.parser, self.step = None, None
+        self.offset, self.total, self.known, self.n_input, self.seen = 0, 0, 0, 0, 0
+
+    def __call__(self, ev) -> None:
+        if isinstance(ev, RunStarted): self.__init__(ev.tools, bool(ev.sampling.get("enable_thinking", True)))
+        elif isinstance(ev, TokenDelta): self._delta(ev)
+
+    def _delta(self, ev: TokenDelta) -> None:
+        if ev.step != self.step: self.step, self.parser = ev.step, StreamParser(self.tools, thinking=self.thinking)
+        p, kind = self.parser, -1
+        if not (len(ev.ids) == 1 and ev.ids[0] in STOP_TOKEN_IDS):       # the stop token is no text of the output
+            a = len(p.text)
+            p.feed(ev.text)
+            part = p.settled_part(a, len(p.text))
+            kind = -1 if part is None else _KIND[part]
+        q = self.n_input + self.seen
+        for j, t in enumerate(ev.ids):
+            if q + j < len(self.kinds): self.kinds[q + j] = kind
+            else: self.ids.append(int(t)); self.kinds.append(kind); self.total += 1
+        self.seen += len(ev.ids)
+
+# %% ../nbs/19_intervene.ipynb #42e83cc9
+@patch
+def forward(self: LiveSegments, ids: list, past: int) -> list:
+    "The kind codes of the tokens a forward pass reads (`ids` at positions `past`...), the context updated."
+    if past == 0:                 # a generation call's input: the context so far plus new tokens, or a fresh start
+        keep = len(self.ids) if self.ids and ids[:len(self.ids)] == self.ids else 0
+        if keep == 0: self.offset = self.total
+        new = _KIND["prompt"] if keep == 0 else _KIND["tool_response"]
+        self.total += len(ids) - keep
+        self.ids, self.kinds = list(ids), self.kinds[:keep] + [new] * (len(ids) - keep)
+        self.known, self.n_input, self.seen, self.step = keep, len(ids), 0, None
+        return list(self.kinds)
+    for j, t in enumerate(ids):   # a token the events have not reported yet (its text is still held back)
+        if past + j >= len(self.ids): self.ids.append(int(t)); self.kinds.append(-1); self.total += 1
+    return self.kinds[past:past + len(ids)]
 
 # %% ../nbs/19_intervene.ipynb #43900f19
 ABLATE_MODES = ("reroute", "zero", "renorm")
@@ -67,7 +128,23 @@ class Intervention:
     def __str__(self):
         what = {"ablate": f"ablate {list(self.experts)} ({self.mode})", "force": f"force {list(self.experts)}",
                 "bias": "bias", "replay": f"replay ({self.weights} weights)"}[self.kind]
-        return f"{what} in layer {self.layer}" + ("" if self.scope == Scope() else f", {self.scope}")
+        return f"{what} in layer {self.layer}" + ("" if self.scope.everything else f", {_scope_text(self.scope)}")
+
+    def describe(self) -> dict:
+        "The intervention as plain JSON data (what a trace records; a replayed run is named, not copied)."
+        s = self.scope
+        listed = lambda v: None if v is None else sorted(v)
+        d = {"kind": self.kind, "layer": self.layer, "experts": list(self.experts), "mode": self.mode,
+             "scope": {"positions": listed(s.positions), "token_ids": listed(s.token_ids), "segments": listed(s.segments)}}
+        if self.kind == "bias":
+            d["delta"] = {str(k): float(v) for k, v in self.delta.items()} if isinstance(self.delta, dict) else self.delta.tolist()
+        if self.kind == "replay": d.update(weights=self.weights, replayed_tokens=len(self.routing.experts))
+        return d
+
+def _scope_text(s: Scope) -> str:
+    short = lambda v: str(sorted(v)) if len(v) <= 6 else f"{len(v)} values"
+    parts = [f"{n} {short(v)}" for n, v in (("positions", s.positions), ("token ids", s.token_ids), ("segments", s.segments)) if v is not None]
+    return ", ".join(parts)
 
 # %% ../nbs/19_intervene.ipynb #11916bd8
 def _experts(experts) -> tuple:
@@ -121,7 +198,7 @@ def _past_len(kwargs) -> int:
 # %% ../nbs/19_intervene.ipynb #4086edaa
 class Intervened:
     "The interventions active on a model (see `intervene`); `report` says what each changed."
-    def __init__(self, model, interventions):
+    def __init__(self, model, interventions, segments=None):
         flat = []
         for iv in interventions: flat += iv if isinstance(iv, (list, tuple)) else [iv]
         if not flat: raise ValueError("intervene: no interventions given")
@@ -129,9 +206,19 @@ class Intervened:
         self.routers = dict(moe_routers(model))
         if not self.routers: raise ValueError(f"{type(model).__name__} has no MoE routers (layers.N.mixer.gate)")
         for iv in flat: self._check(iv)
-        self._handles, self._pos, self._ids, self.forwards, self._recorded = [], None, None, 0, {}   # _recorded: tensors made once (replays, biases)
+        self.fixed = None if segments is None else _kind_codes(segments)    # known kinds by position (teacher forcing)
+        self.segmented = any(iv.scope.segments is not None for iv in flat)
+        self.live, self.in_run, self._mark = LiveSegments(), False, None
+        self._handles, self._frame, self.forwards, self._recorded = [], None, 0, {}   # _recorded: tensors made once
         self.stats = {i: {"in_scope": 0, "acted": 0} for i in range(len(flat))}
-        self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (pos, wanted, applied)
+        self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (frame, wanted, applied) per pass
+
+def _kind_codes(segments) -> np.ndarray:
+    "Segment kind codes by position, from a `Trace` (its segments; -1 outside them) or given as codes."
+    if not isinstance(segments, Trace): return np.asarray(segments, np.int8)
+    out = np.full(len(segments), -1, np.int8)
+    for sg in segments.segments: out[sg.start:sg.end] = _KIND[sg.kind]
+    return out
 
 # %% ../nbs/19_intervene.ipynb #6f27142b
 @patch
@@ -148,17 +235,35 @@ def _check(self: Intervened, iv: Intervention):
     if getattr(r, "num_group", 1) != 1: raise ValueError(f"{iv}: group-limited routing (n_group > 1) is not supported")
 
 # %% ../nbs/19_intervene.ipynb #1bd7dd2a
+@dataclass
+class _Frame:
+    "One forward pass's tokens: positions, ids, segment codes, and (inside a followed run) trace indices, new-token mask."
+    pos: torch.Tensor
+    ids: torch.Tensor | None
+    kinds: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+    fresh: torch.Tensor | None = None
+
 @patch
 def _before(self: Intervened, module, args, kwargs):
-    "Model forward pre-hook: each token's position and id, for the scopes."
+    "Model forward pre-hook: each token's position, id and (when needed) segment kind, for the scopes."
     ids = kwargs.get("input_ids")
     if ids is None and args and torch.is_tensor(args[0]) and not args[0].is_floating_point(): ids = args[0]
     x = ids if ids is not None else kwargs.get("inputs_embeds")
     b, s = x.shape[0], x.shape[1]
-    pos = kwargs.get("position_ids")
-    if pos is None: pos = torch.arange(s, device=x.device) + _past_len(kwargs)
-    self._pos = pos.expand(b, s).reshape(-1)
-    self._ids = None if ids is None else ids.reshape(-1)
+    past, pos = _past_len(kwargs), kwargs.get("position_ids")
+    if pos is None: pos = torch.arange(s, device=x.device) + past
+    f = _Frame(pos.expand(b, s).reshape(-1), None if ids is None else ids.reshape(-1))
+    if self.fixed is not None:
+        f.kinds = torch.as_tensor(self.fixed[past:past + s], device=x.device).expand(b, s).reshape(-1)
+    elif (self.segmented or self.in_run) and b == 1 and ids is not None:
+        codes = self.live.forward(ids[0].tolist(), past)
+        if self.segmented: f.kinds = torch.tensor(codes, dtype=torch.int8, device=x.device)
+        f.tokens, f.fresh = f.pos + self.live.offset, f.pos >= self.live.known
+    elif self.segmented:
+        raise ValueError(f"a segment scope follows one sequence of token ids; this forward pass has a batch of {b}"
+                         + ("" if ids is not None else " and embeddings") + ": generate one conversation at a time")
+    self._frame = f
     self.forwards += 1
 
 @patch
@@ -173,33 +278,48 @@ def _delta(self: Intervened, iv: Intervention, like: torch.Tensor) -> torch.Tens
         self._recorded[key] = d.to(like.device, like.dtype)
     return self._recorded[key]
 
+@patch
+def _cols(self: Intervened, iv: Intervention, device) -> torch.Tensor:
+    "The intervention's experts as a tensor on `device`, made once."
+    key = ("cols", id(iv), str(device))
+    if key not in self._recorded: self._recorded[key] = torch.tensor(iv.experts, device=device)
+    return self._recorded[key]
+
 # %% ../nbs/19_intervene.ipynb #54af876f
 @patch
-def _select(self: Intervened, select, router, scores, idx0, pos, ids):
-    "The selection stage: (experts, rows re-selected) after the choice-score interventions `select`."
-    choice = scores + router.e_score_correction_bias
-    redo = torch.zeros_like(pos, dtype=torch.bool)
+def _scoped(self: Intervened, i: int, iv: Intervention, f: _Frame):
+    "The mask of the tokens in `iv`'s scope (None: all of them), counted."
+    if iv.scope.everything:
+        self.stats[i]["in_scope"] += len(f.pos)
+        return None
+    m = iv.scope.mask(f.pos, f.ids, f.kinds)
+    self.stats[i]["in_scope"] += m.sum()
+    return m
+
+@patch
+def _select(self: Intervened, select, router, scores, idx0, f: _Frame):
+    "The selection stage: the experts after the choice-score interventions `select`, and the rows that moved."
+    choice, redo = scores + router.e_score_correction_bias, None
     for i, iv in select:
-        m = iv.scope.mask(pos, ids)
-        self.stats[i]["in_scope"] += m.sum()
+        m = self._scoped(i, iv, f)
         if iv.kind == "bias":
-            choice = torch.where(m[:, None], choice + self._delta(iv, choice), choice)
-            act = m
+            d = self._delta(iv, choice)
+            choice, act = (choice + d, None) if m is None else (torch.where(m[:, None], choice + d, choice), m)
         else:
-            cols = torch.tensor(iv.experts, device=idx0.device)
+            cols = self._cols(iv, idx0.device)
             hit = torch.isin(idx0, cols)          # experts in a row are distinct: a count of slots is a count of experts
-            act = m & (hit.any(-1) if iv.kind == "ablate" else hit.sum(-1) < len(cols))
-            fill = torch.full_like(choice[:, cols], float("-inf") if iv.kind == "ablate" else float("inf"))
-            choice[:, cols] = torch.where(m[:, None], fill, choice[:, cols])
-        self.stats[i]["acted"] += act.sum()
-        redo |= act
-    rows = redo.nonzero().squeeze(1)
-    if not rows.numel(): return idx0, rows
-    new = choice[rows].topk(router.top_k, dim=-1, sorted=False)[1]
-    moved = ~_same_set(new, idx0[rows])
-    idx = idx0.clone()
-    idx[rows[moved]] = new[moved]
-    return idx, rows[moved]
+            act = hit.any(-1) if iv.kind == "ablate" else hit.sum(-1) < len(iv.experts)
+            fill = float("-inf") if iv.kind == "ablate" else float("inf")
+            if m is None: choice[:, cols] = fill
+            else:
+                act = act & m
+                choice[:, cols] = torch.where(m[:, None], torch.full_like(choice[:, cols], fill), choice[:, cols])
+        self.stats[i]["acted"] += len(f.pos) if act is None else act.sum()
+        redo = None if act is None or redo is None and i != select[0][0] else act if redo is None else redo | act
+    new = choice.topk(router.top_k, dim=-1, sorted=False)[1]
+    moved = ~_same_set(new, idx0)
+    if redo is not None: moved &= redo           # rows no intervention acted on keep the router's own choice
+    return torch.where(moved[:, None], new, idx0), moved
 
 # %% ../nbs/19_intervene.ipynb #aec980d0
 @patch
@@ -215,25 +335,20 @@ def _recording(self: Intervened, i, iv, layer, device):
     return self._recorded[key]
 
 @patch
-def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, pos, ids):
+def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, f: _Frame):
     "The replay stage for one recorded run: its expert sets (and weights) at the same positions."
     experts, weights, ok = self._recording(i, iv, layer, idx.device)
-    n = len(experts)
-    m = iv.scope.mask(pos, ids) & (pos < n)
-    m &= ok[pos.clamp(max=n - 1)]
+    at = f.pos.clamp(max=len(experts) - 1)
+    m = (f.pos < len(experts)) & ok[at]
+    if not iv.scope.everything: m &= iv.scope.mask(f.pos, f.ids, f.kinds)
     self.stats[i]["in_scope"] += m.sum()
-    rows = m.nonzero().squeeze(1)
-    rec = experts[pos[rows]].to(idx.dtype)
+    rec = experts[at].to(idx.dtype)
     if iv.weights == "recompute":
-        moved = ~_same_set(rec, idx[rows])
-        rows, rec = rows[moved], rec[moved]
-        new_w = _weights(scores[rows], rec, router)
-    else:
-        new_w = weights[pos[rows]].to(w.dtype)
-    idx, w = idx.clone(), w.clone()
-    idx[rows], w[rows] = rec, new_w
-    self.stats[i]["acted"] += rows.numel()
-    return idx, w
+        m &= ~_same_set(rec, idx)
+        new_w = _weights(scores, rec, router)
+    else: new_w = weights[at].to(w.dtype)
+    self.stats[i]["acted"] += m.sum()
+    return torch.where(m[:, None], rec, idx), torch.where(m[:, None], new_w, w)
 
 # %% ../nbs/19_intervene.ipynb #a1c77eb7
 @patch
@@ -245,28 +360,23 @@ def _hook(self: Intervened, layer: int):
 
     def hook(router, args, output):
         logits, w0, idx0 = output
-        pos, ids = self._pos, self._ids
-        if pos is None or logits.shape[0] != pos.numel(): return None     # not part of a full model forward
+        f = self._frame
+        if f is None or logits.shape[0] != f.pos.numel(): return None     # not part of a full model forward
         scores = logits.float().sigmoid()
         idx, w = idx0, w0
         if select:
-            idx, rows = self._select(select, router, scores, idx0, pos, ids)
-            if rows.numel():
-                w = w0.clone()
-                w[rows] = _weights(scores[rows], idx[rows], router)
-        for i, iv in replays: idx, w = self._replay(iv, i, layer, idx, w, scores, router, pos, ids)
+            idx, moved = self._select(select, router, scores, idx0, f)
+            w = torch.where(moved[:, None], _weights(scores, idx, router), w0)
+        for i, iv in replays: idx, w = self._replay(iv, i, layer, idx, w, scores, router, f)
         for i, iv in weigh:
-            m = iv.scope.mask(pos, ids)
-            self.stats[i]["in_scope"] += m.sum()
-            hit = torch.isin(idx, torch.tensor(iv.experts, device=idx.device)) & m[:, None]
+            m = self._scoped(i, iv, f)
+            hit = torch.isin(idx, self._cols(iv, idx.device))
+            if m is not None: hit &= m[:, None]
             rows = hit.any(-1)
             self.stats[i]["acted"] += rows.sum()
-            if not rows.any(): continue
-            w = w.masked_fill(hit, 0.0) if iv.mode == "zero" else w.clone()
-            if iv.mode == "renorm": w[rows] = _weights(scores[rows], idx[rows], router, drop=hit[rows])
-        if idx is idx0 and w is w0: return None
-        changed = (idx != idx0).any(-1) | (w != w0).any(-1)
-        self.changes[layer].append(tuple(t[changed].detach() for t in (pos, idx0, idx, w0, w)))
+            if iv.mode == "zero": w = w.masked_fill(hit, 0.0)
+            else: w = torch.where(rows[:, None], _weights(scores, idx, router, drop=hit), w)
+        self.changes[layer].append((f, idx0, idx, w0, w))     # which rows changed is worked out when asked
         return logits, w, idx
     return hook
 
@@ -276,29 +386,41 @@ def __enter__(self: Intervened):
     self._handles = [self.model.register_forward_pre_hook(self._before, with_kwargs=True)]
     # prepended: a RoutingRecorder's hook, whenever it was installed, sees the routing applied
     self._handles += [self.routers[l].register_forward_hook(self._hook(l), prepend=True) for l in self.changes]
+    self._tap = tap_events(self._event).__enter__()
     return self
 
 @patch
 def __exit__(self: Intervened, exc_type, *exc):
     for h in self._handles: h.remove()
-    self._handles, self._pos, self._ids = [], None, None
+    self._tap.__exit__()
+    self._handles, self._frame, self.in_run = [], None, False
     if exc_type is not None: return
     if self.forwards == 0: raise RuntimeError("intervene: the model never ran inside the `with` block; nothing was changed")
     idle = [str(self.interventions[i]) for i, s in self.stats.items() if int(s["in_scope"]) == 0]
     if idle: raise RuntimeError("intervene: these interventions matched no token that ran: " + "; ".join(idle))
 
-def intervene(model, interventions) -> Intervened:
-    "A context manager: `interventions` (from `ablate`, `force`, `bias`, `replay`) are active on `model` inside it."
-    return Intervened(model, interventions)
+def intervene(model, interventions, segments=None) -> Intervened:
+    """A context manager: `interventions` (from `ablate`, `force`, `bias`, `replay`) are active on `model` inside it.
+    Segment scopes follow the runs made inside it; `segments` (a `Trace`) gives the kinds instead, for a forward
+    pass over that trace's tokens (teacher forcing)."""
+    return Intervened(model, interventions, segments)
 
 # %% ../nbs/19_intervene.ipynb #a3d1e6de
 @patch
-def changed(self: Intervened, layer: int) -> dict:
-    "The tokens whose routing in MoE layer `layer` was changed: positions, wanted and applied experts and weights."
-    parts = self.changes[layer]
-    cat = lambda j, dt: np.concatenate([p[j].cpu().numpy() for p in parts]) if parts else np.zeros((0,) if j == 0 else (0, 0), dt)
-    return {"positions": cat(0, np.int64), "wanted": cat(1, np.int64), "applied": cat(2, np.int64),
-            "wanted_weights": cat(3, np.float32), "applied_weights": cat(4, np.float32)}
+def changed(self: Intervened, layer: int, since: int = 0) -> dict:
+    """The tokens whose routing in MoE layer `layer` was changed (in the forward passes from number `since`): positions,
+    trace indices and whether new to the run (inside a followed run; else -1, False), wanted and applied experts, weights."""
+    out = {k: [] for k in ("positions", "tokens", "fresh", "wanted", "applied", "wanted_weights", "applied_weights")}
+    for f, i0, i1, w0, w1 in self.changes[layer][since:]:
+        c = (i0 != i1).any(-1) | (w0 != w1).any(-1)
+        pos = f.pos[c]
+        out["positions"].append(pos)
+        out["tokens"].append(f.tokens[c] if f.tokens is not None else torch.full_like(pos, -1))
+        out["fresh"].append(f.fresh[c] if f.fresh is not None else torch.zeros_like(pos, dtype=torch.bool))
+        for k, t in zip(("wanted", "applied", "wanted_weights", "applied_weights"), (i0, i1, w0, w1)): out[k].append(t[c])
+    k = next(iter(self.routers.values())).top_k
+    empty = {"positions": (0,), "tokens": (0,), "fresh": (0,)}
+    return {n: torch.cat(v).cpu().numpy() if v else np.zeros(empty.get(n, (0, k))) for n, v in out.items()}
 
 @patch(as_prop=True)
 def report(self: Intervened) -> list[dict]:
@@ -318,6 +440,47 @@ def __repr__(self: Intervened):
             f"layer {r['layer']}: {r['layer_tokens_changed']} tokens changed, {r['layer_experts_swapped']} experts swapped"
             for r in self.report]
     return f"Intervened({len(self.interventions)} interventions, {self.forwards} forward passes)\n" + "\n".join(rows)
+
+# %% ../nbs/19_intervene.ipynb #a275bba6
+@patch
+def _event(self: Intervened, ev) -> None:
+    "A run's event (via `tap_events`): follow its segments; at its end, record the interventions in its trace."
+    self.live(ev)
+    if isinstance(ev, RunStarted):
+        self.in_run = True
+        self._mark = ({l: len(c) for l, c in self.changes.items()}, {i: {k: int(v) for k, v in s.items()} for i, s in self.stats.items()})
+    elif isinstance(ev, RunFinished) and self._mark is not None:
+        self.in_run, (since, before) = False, self._mark
+        if ev.trace is not None: ev.trace.meta["interventions"] = self._run_record(since, before)
+        self._mark = None
+
+@patch
+def _run_record(self: Intervened, since: dict, before: dict) -> dict:
+    "The record a run's trace keeps: interventions, per-run counts, and the wanted routing of the tokens changed."
+    report = [{"intervention": str(iv), "tokens_in_scope": int(self.stats[i]["in_scope"]) - before[i]["in_scope"],
+               "tokens_acted_on": int(self.stats[i]["acted"]) - before[i]["acted"]} for i, iv in enumerate(self.interventions)]
+    wanted = {}
+    for layer in self.changes:
+        c = self.changed(layer, since[layer])
+        keep = c["fresh"] & (c["tokens"] >= 0)      # a token's routing comes from the pass where it was new
+        wanted[str(layer)] = {"tokens": c["tokens"][keep].tolist(), "experts": c["wanted"][keep].tolist(),
+                              "weights": c["wanted_weights"][keep].tolist()}
+    return {"interventions": [iv.describe() for iv in self.interventions], "report": report, "wanted": wanted}
+
+# %% ../nbs/19_intervene.ipynb #be5a1b19
+def wanted_routing(trace: Trace):
+    "The routing the router wanted on `trace`'s tokens, before the interventions its meta records changed it."
+    rec = trace.meta.get("interventions")
+    if not rec: raise ValueError("this trace records no interventions: it was not generated inside `with intervene(...)`")
+    r = trace.routing
+    if r is None: raise ValueError(f"this trace has no routing ({trace.routing_note})")
+    ex, wt = r.experts.copy(), None if r.weights is None else r.weights.copy()
+    for layer, d in rec["wanted"].items():
+        if not d["tokens"]: continue
+        col = list(r.layers).index(int(layer))
+        ex[d["tokens"], col] = d["experts"]
+        if wt is not None: wt[d["tokens"], col] = d["weights"]
+    return dataclasses.replace(r, experts=ex, weights=wt)
 
 # %% ../nbs/19_intervene.ipynb #9eb32d2c
 from transformers import LogitsProcessor, LogitsProcessorList

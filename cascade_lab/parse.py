@@ -476,6 +476,18 @@ def _build(self: StreamParser) -> AssistantTurn:
     return AssistantTurn(t, reasoning, content, self._calls, not self.thinking or self._state != "reasoning",
                          errors, self._rspan, spans)
 
+# %% ../nbs/01_parse.ipynb #24ba9af6
+@patch
+def settled_part(self: StreamParser, a: int, b: int) -> str | None:
+    "The part `text[a:b]` lies in once decided ('reasoning', 'answer', 'tool_call'), or None while it is not."
+    t = self.text
+    if not 0 <= a < b <= len(t): return None
+    if self._state == "reasoning" and self._rstart <= a and b <= self._pos: return "reasoning"
+    if self._state == "call" and self._open["start"] <= a: return "tool_call"
+    if self._state == "answer" and self._pieces and self._pieces[-1][0] <= a and b <= self._pieces[-1][1] == self._pos:
+        return "answer" if t[a:b].strip() else None
+    return None
+
 # %% ../nbs/01_parse.ipynb #3c15a994
 def parse_output(text: str, *, tools=None, thinking: bool = True) -> AssistantTurn:
     """Parse one generated assistant output (the text after the generation prompt).

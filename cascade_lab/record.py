@@ -23,7 +23,7 @@ from .trace import ModelInfo, Routing, Segment, Step, Trace, char_offsets, segme
 # %% auto #0
 __all__ = ['SamplingParams', 'IncrementalDetokenizer', 'token_strings', 'stamp_model', 'model_info', 'StepOutput', 'RunStarted',
            'TokenDelta', 'Parsed', 'StepGenerated', 'ToolStarted', 'ToolOutput', 'ToolFinished', 'StepFinished',
-           'RunFinished', 'StepStream', 'TraceBuilder', 'RunRecorder', 'text_stream', 'stream_events']
+           'RunFinished', 'StepStream', 'TraceBuilder', 'RunRecorder', 'text_stream', 'stream_events', 'tap_events']
 
 # %% ../nbs/04_record.ipynb #a0c1e007
 @dataclass(frozen=True)
@@ -347,6 +347,8 @@ def _on_RunFinished(self: TraceBuilder, ev: RunFinished) -> Trace:
     return self.trace
 
 # %% ../nbs/04_record.ipynb #a0c1e041
+_TAPS: list = []     # functions that see every recorded run's events (`tap_events`)
+
 class RunRecorder:
     "A run's `emit`: each event goes to a `TraceBuilder`, then to `on_event`; `finish` emits `RunFinished`, returns the trace."
     def __init__(self, on_event: Callable | None = None):
@@ -354,6 +356,7 @@ class RunRecorder:
         self.builder, self.on_event = TraceBuilder(), on_event
     def __call__(self, event) -> None:
         self.builder.feed(event)
+        for tap in tuple(_TAPS): tap(event)
         if self.on_event is not None: self.on_event(event)
     def finish(self, stop_reason: str | None, messages, timings: dict, meta: dict | None = None) -> Trace:
         ev = RunFinished(max(len(self.builder.steps) - 1, 0), stop_reason, list(messages), dict(timings), dict(meta or {}))
@@ -386,3 +389,12 @@ class stream_events:
         while (item := self._q.get()) is not self._DONE: yield item
         self._thread.join()
         if self._error is not None: raise self._error
+
+# %% ../nbs/04_record.ipynb #bf50cd1e
+class tap_events:
+    "Inside `with tap_events(fn):`, `fn(event)` sees the events of every run a `RunRecorder` records."
+    def __init__(self, fn: Callable):
+        if not callable(fn): raise ValueError(f"tap_events takes a function of one event, got {type(fn).__name__}")
+        self.fn = fn
+    def __enter__(self): _TAPS.append(self.fn); return self
+    def __exit__(self, *exc): _TAPS.remove(self.fn)
