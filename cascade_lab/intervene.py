@@ -22,7 +22,8 @@ from .trace import SEGMENT_KINDS, Trace
 
 # %% auto #0
 __all__ = ['ABLATE_MODES', 'Scope', 'LiveSegments', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened',
-           'intervene', 'wanted_routing', 'rescore', 'routing_diff', 'risk_difference', 'npmi']
+           'intervene', 'wanted_routing', 'rescore', 'routing_diff', 'risk_difference', 'npmi', 'RunComparison',
+           'compare_runs']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
 _KIND = {k: i for i, k in enumerate(SEGMENT_KINDS)}      # segment kind -> code in a forward pass's kinds tensor
@@ -608,3 +609,76 @@ def npmi(traces, token_set, segment: str | None = None) -> np.ndarray:
     out[p_ex == 0] = -1.0
     out[p_ex == 1] = 1.0
     return out
+
+# %% ../nbs/19_intervene.ipynb #00864108
+@dataclass
+class RunComparison:
+    "Two runs compared (see `compare_runs`); `summary()` gives the headline numbers."
+    labels: tuple
+    first_divergence: int | None   # the first token index where the runs differ (None: the same tokens)
+    forced: str                    # the run whose tokens were teacher-forced for `kl`
+    kl: np.ndarray                 # float [tokens of that run]: KL(P_a || P_b) in nats at each generated token, NaN elsewhere
+    answers: tuple
+    correct: tuple                 # per run: True or False when graded, else None
+    layers: list
+    jaccard: np.ndarray            # float [MoE layers]: mean Jaccard of the expert sets on the tokens both runs share
+
+    @property
+    def mean_kl(self) -> float: return float(np.nanmean(self.kl)) if np.isfinite(self.kl).any() else float("nan")
+
+    def summary(self) -> dict:
+        return {"first_divergence": self.first_divergence, "mean_kl": self.mean_kl, "max_kl": float(np.nanmax(self.kl)) if np.isfinite(self.kl).any() else float("nan"),
+                **{f"answer_{l}": a for l, a in zip(self.labels, self.answers)}, **{f"correct_{l}": c for l, c in zip(self.labels, self.correct)},
+                "mean_jaccard": float(np.mean(self.jaccard)) if len(self.jaccard) else float("nan")}
+
+    def __repr__(self):
+        s, (a, b) = self.summary(), self.labels
+        div = "the same tokens" if s["first_divergence"] is None else f"first divergence at token {s['first_divergence']}"
+        return (f"RunComparison({a} vs {b}: {div}; KL on {self.forced}'s tokens mean {s['mean_kl']:.4f}, max {s['max_kl']:.4f} nats; "
+                f"answers {self.answers[0]!r} ({self.correct[0]}) vs {self.answers[1]!r} ({self.correct[1]}); "
+                f"Jaccard by layer {np.round(self.jaccard, 3).tolist()})")
+
+# %% ../nbs/19_intervene.ipynb #ebe2fb4e
+def _teacher_logprobs(model, trace: Trace, interventions, rows: np.ndarray) -> torch.Tensor:
+    "Log-probabilities of the next token at `rows` of `trace`'s tokens, in one forward pass under `interventions`."
+    ids = torch.as_tensor(np.asarray(trace.token_ids), device=next(model.parameters()).device)[None]
+    with torch.no_grad():
+        if interventions:
+            with intervene(model, interventions, segments=trace): logits = model(input_ids=ids).logits[0]
+        else: logits = model(input_ids=ids).logits[0]
+    return logits[torch.as_tensor(rows, device=logits.device)].float().log_softmax(-1)
+
+def _first_divergence(a: Trace, b: Trace) -> int | None:
+    n = min(len(a), len(b))
+    d = np.flatnonzero(np.asarray(a.token_ids[:n]) != np.asarray(b.token_ids[:n]))
+    return int(d[0]) if len(d) else (None if len(a) == len(b) else n)
+
+def _graded(t: Trace):
+    g = t.meta.get("grade")
+    return None if g is None else bool(g["correct"])
+
+# %% ../nbs/19_intervene.ipynb #3e415732
+def compare_runs(a: Trace, b: Trace, model=None, *, a_interventions=(), b_interventions=(), forced: str = "a",
+                 labels=("a", "b")) -> RunComparison:
+    """`a` against `b` (runs of the same prompt): first divergence, answers and grades, per-layer Jaccard of the expert
+    sets before the divergence; with `model`, the per-token KL between the next-token distributions under each run's
+    interventions (`a_interventions`, `b_interventions`) on the tokens of the `forced` run ('a' or 'b')."""
+    if forced not in ("a", "b"): raise ValueError(f"forced={forced!r}: 'a' or 'b' (whose tokens are teacher-forced)")
+    for t, name in ((a, labels[0]), (b, labels[1])):
+        if not isinstance(t, Trace): raise ValueError(f"compare_runs compares two Traces; {name} is a {type(t).__name__}")
+    div = _first_divergence(a, b)
+    t = a if forced == "a" else b
+    kl = np.full(len(t), np.nan)
+    if model is not None:
+        gen = np.flatnonzero(t.generated_mask()[1:]) + 1          # each generated token, predicted from the row before it
+        lp_a = _teacher_logprobs(model, t, a_interventions, gen - 1)
+        lp_b = _teacher_logprobs(model, t, b_interventions, gen - 1)
+        kl[gen] = (lp_a.exp() * (lp_a - lp_b)).sum(-1).clamp(min=0).cpu().numpy()
+    layers, jac = [], np.zeros(0)
+    if a.routing is not None and b.routing is not None:
+        n = len(a) if div is None else div
+        both = a.routing.recorded_mask()[:n] & b.routing.recorded_mask()[:n]
+        j, _, _ = _token_overlap(a.routing.experts[:n], b.routing.experts[:n], a.routing.weights[:n], b.routing.weights[:n])
+        layers, jac = list(a.routing.layers), j[both].mean(0) if both.any() else np.full(len(a.routing.layers), np.nan)
+    return RunComparison(tuple(labels), div, labels[0 if forced == "a" else 1], kl, (a.answer, b.answer),
+                         (_graded(a), _graded(b)), layers, jac)
