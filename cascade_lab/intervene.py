@@ -23,7 +23,7 @@ from .trace import SEGMENT_KINDS, Trace
 # %% auto #0
 __all__ = ['ABLATE_MODES', 'Scope', 'LiveSegments', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened',
            'intervene', 'wanted_routing', 'rescore', 'routing_diff', 'risk_difference', 'npmi', 'RunComparison',
-           'compare_runs']
+           'compare_runs', 'Experiment', 'experiment']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
 _KIND = {k: i for i, k in enumerate(SEGMENT_KINDS)}      # segment kind -> code in a forward pass's kinds tensor
@@ -199,11 +199,11 @@ def _past_len(kwargs) -> int:
 # %% ../nbs/19_intervene.ipynb #4086edaa
 class Intervened:
     "The interventions active on a model (see `intervene`); `report` says what each changed."
-    def __init__(self, model, interventions, segments=None):
+    def __init__(self, model, interventions, segments=None, strict: bool = True):
         flat = []
         for iv in interventions: flat += iv if isinstance(iv, (list, tuple)) else [iv]
         if not flat: raise ValueError("intervene: no interventions given")
-        self.model, self.interventions = model, flat
+        self.model, self.interventions, self.strict = model, flat, strict
         self.routers = dict(moe_routers(model))
         if not self.routers: raise ValueError(f"{type(model).__name__} has no MoE routers (layers.N.mixer.gate)")
         for iv in flat: self._check(iv)
@@ -398,13 +398,14 @@ def __exit__(self: Intervened, exc_type, *exc):
     if exc_type is not None: return
     if self.forwards == 0: raise RuntimeError("intervene: the model never ran inside the `with` block; nothing was changed")
     idle = [str(self.interventions[i]) for i, s in self.stats.items() if int(s["in_scope"]) == 0]
-    if idle: raise RuntimeError("intervene: these interventions matched no token that ran: " + "; ".join(idle))
+    if idle and self.strict: raise RuntimeError("intervene: these interventions matched no token that ran: " + "; ".join(idle))
 
-def intervene(model, interventions, segments=None) -> Intervened:
+def intervene(model, interventions, segments=None, strict: bool = True) -> Intervened:
     """A context manager: `interventions` (from `ablate`, `force`, `bias`, `replay`) are active on `model` inside it.
     Segment scopes follow the runs made inside it; `segments` (a `Trace`) gives the kinds instead, for a forward
-    pass over that trace's tokens (teacher forcing)."""
-    return Intervened(model, interventions, segments)
+    pass over that trace's tokens (teacher forcing). Leaving it raises if an intervention matched no token, unless
+    `strict=False` (each run's trace still records how many tokens each one matched)."""
+    return Intervened(model, interventions, segments, strict)
 
 # %% ../nbs/19_intervene.ipynb #a3d1e6de
 @patch
@@ -587,9 +588,11 @@ def _chosen(traces, segment=None):
     if not len(hot): raise ValueError(f"no recorded tokens{f' in segment {segment!r}' if segment else ''} in these traces")
     return hot
 
-def risk_difference(traces_a, traces_b, segment: str | None = None) -> np.ndarray:
-    "float [L, E]: how much more often each expert is chosen on the tokens of `traces_a` than of `traces_b` (-1..1)."
-    return _chosen(traces_a, segment).mean(0) - _chosen(traces_b, segment).mean(0)
+def risk_difference(traces_a, traces_b, segment=None) -> np.ndarray:
+    """float [L, E]: how much more often each expert is chosen on the tokens of `traces_a` than of `traces_b` (-1..1),
+    over the tokens of `segment` (a kind, or a pair: the kind in `a`, the kind in `b`; None: all tokens)."""
+    sa, sb = segment if isinstance(segment, (tuple, list)) else (segment, segment)
+    return _chosen(traces_a, sa).mean(0) - _chosen(traces_b, sb).mean(0)
 
 # %% ../nbs/19_intervene.ipynb #bab33686
 def npmi(traces, token_set, segment: str | None = None) -> np.ndarray:
@@ -644,7 +647,7 @@ def _teacher_logprobs(model, trace: Trace, interventions, rows: np.ndarray) -> t
     ids = torch.as_tensor(np.asarray(trace.token_ids), device=next(model.parameters()).device)[None]
     with torch.no_grad():
         if interventions:
-            with intervene(model, interventions, segments=trace): logits = model(input_ids=ids).logits[0]
+            with intervene(model, interventions, segments=trace, strict=False): logits = model(input_ids=ids).logits[0]
         else: logits = model(input_ids=ids).logits[0]
     return logits[torch.as_tensor(rows, device=logits.device)].float().log_softmax(-1)
 
@@ -682,3 +685,81 @@ def compare_runs(a: Trace, b: Trace, model=None, *, a_interventions=(), b_interv
         layers, jac = list(a.routing.layers), j[both].mean(0) if both.any() else np.full(len(a.routing.layers), np.nan)
     return RunComparison(tuple(labels), div, labels[0 if forced == "a" else 1], kl, (a.answer, b.answer),
                          (_graded(a), _graded(b)), layers, jac)
+
+# %% ../nbs/19_intervene.ipynb #4b91208f
+from tqdm.auto import tqdm
+
+from .demo import SEEDS, make_problems
+from .demo_eval import solve_demo
+from .sandbox import PythonSandbox
+
+def _problem(p) -> tuple[str, str]:
+    "(question, answer) of a demo `Problem`, a `make_problems` dict, or a pair."
+    if isinstance(p, dict): return p["question"], str(p["answer"])
+    if isinstance(p, (tuple, list)): return str(p[0]), str(p[1])
+    return p.question, str(p.answer)
+
+def _calls(t: Trace) -> tuple[int, int]:
+    "(tool calls, of them without a parse error) in a run."
+    n = bad = 0
+    for st in t.steps:
+        n += len(st.tool_calls)
+        bad += len({e.split(":")[0] for e in st.errors if e.startswith("tool call ")})
+    return n, n - bad
+
+# %% ../nbs/19_intervene.ipynb #20768301
+@dataclass
+class Experiment:
+    "Runs of the same problems per condition (`runs[label]`), each compared with its baseline (`comparisons[label]`)."
+    problems: list
+    runs: dict
+    comparisons: dict
+
+    def row(self, label: str) -> dict:
+        runs, cmps = self.runs[label], self.comparisons.get(label, [])
+        calls = [_calls(t) for t in runs]
+        n_calls, ok = sum(c[0] for c in calls), sum(c[1] for c in calls)
+        div = [c.first_divergence - c_run.steps[0].generated[0] for c, c_run in zip(cmps, self.runs["baseline"]) if c.first_divergence is not None]
+        return {"condition": label, "runs": len(runs), "accuracy": float(np.mean([bool(t.meta["grade"]["correct"]) for t in runs])),
+                "valid_tool_calls": ok / n_calls if n_calls else float("nan"), "runs_with_valid_call": float(np.mean([c[1] > 0 for c in calls])),
+                "mean_kl": float(np.mean([c.mean_kl for c in cmps])) if cmps else 0.0,
+                "diverged": len(div) / len(runs) if cmps else 0.0, "median_divergence_token": float(np.median(div)) if div else float("nan")}
+
+    @property
+    def table(self) -> list[dict]: return [self.row(l) for l in self.runs]
+
+    def __repr__(self):
+        cols = ("condition", "runs", "accuracy", "valid_tool_calls", "runs_with_valid_call", "mean_kl", "diverged", "median_divergence_token")
+        fmt = lambda c, v: f"{v:.4f}" if c == "mean_kl" else f"{v:.3f}" if isinstance(v, float) else str(v)
+        rows = [cols] + [tuple(fmt(c, r[c]) for c in cols) for r in self.table]
+        w = [max(len(r[j]) for r in rows) for j in range(len(cols))]
+        return "\n".join("  ".join(s.rjust(w[j]) if j else s.ljust(w[j]) for j, s in enumerate(r)) for r in rows)
+
+# %% ../nbs/19_intervene.ipynb #82c32a07
+def experiment(model, tokenizer, conditions: dict, problems=None, n: int = 16, seed: int = SEEDS["eval"],
+               baseline: list | None = None, progress: bool = True, **solve_options) -> Experiment:
+    """Solve `problems` (default: `n` demo problems from `seed`) with the tool, without intervention (or take the
+    `baseline` traces of an earlier experiment) and under each of `conditions` ({label: interventions}); compare
+    each run with its baseline (`compare_runs`, KL on the baseline's tokens). `solve_options` go to `solve_demo`."""
+    if not conditions or not isinstance(conditions, dict): raise ValueError("conditions: a dict {label: [interventions]} with at least one entry")
+    if "baseline" in conditions: raise ValueError("'baseline' names the runs without intervention; give the conditions other labels")
+    problems = list(problems) if problems is not None else make_problems(n, seed)
+    if baseline is not None and len(baseline) != len(problems): raise ValueError(f"baseline has {len(baseline)} traces for {len(problems)} problems")
+    runs, cmps = {"baseline": list(baseline or [])}, {}
+    bar = tqdm(total=len(problems) * (len(conditions) + (baseline is None)), desc="experiment", disable=not progress)
+    with PythonSandbox(timeout=30) as sb:
+        def solve(q, a, ivs):
+            sb.reset()
+            kw = dict(sandbox=sb, reference=a, record_routing=True, **solve_options)
+            if not ivs: return solve_demo(model, tokenizer, q, **kw)
+            with intervene(model, ivs, strict=False): return solve_demo(model, tokenizer, q, **kw)
+        for i, p in enumerate(problems):
+            q, a = _problem(p)
+            if baseline is None: runs["baseline"].append(solve(q, a, ())); bar.update()
+            for label, ivs in conditions.items():
+                t = solve(q, a, ivs)
+                runs.setdefault(label, []).append(t)
+                cmps.setdefault(label, []).append(compare_runs(runs["baseline"][i], t, model, b_interventions=ivs, labels=("baseline", label)))
+                bar.update()
+    bar.close()
+    return Experiment(problems, runs, cmps)
