@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import re
 import threading
 import time
@@ -203,10 +204,14 @@ def grade(answer, reference) -> bool:
     from math_verify import parse, verify
     main = threading.current_thread() is threading.main_thread()    # its time limits use signals: main thread only
     kw = {} if main else {"parsing_timeout": None}
+    log = logging.getLogger("math_verify")      # off the main thread it warns, each time, that its time limit is off: we know
+    level = log.level
+    if not main: log.setLevel(logging.ERROR)
     try:
         return bool(verify(parse(f"\\boxed{{{r}}}", **kw), parse(f"\\boxed{{{a}}}", **kw), **({} if main else {"timeout_seconds": None})))
     except Exception:
         return False
+    finally: log.setLevel(level)
 
 # %% ../nbs/13_tir.ipynb #21287574
 _STEP_TOKENS = SamplingParams().max_new_tokens   # a step's limit when only a run budget is given
