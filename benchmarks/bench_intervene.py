@@ -2,8 +2,9 @@
 
     python benchmarks/bench_intervene.py [--tokens 128] [--reps 5]
 
-`generate` (routing recorded) without interventions, and with: one reroute ablation in one MoE layer; a bias on
-every MoE layer; a replay of a recorded run on every MoE layer. Each variant makes exactly `--tokens` new tokens
+`generate` (routing recorded, the run's trace built) without interventions, and with: one reroute ablation in one
+MoE layer; the same scoped to the reasoning tokens (decided as they are generated); a bias on every MoE layer; a
+replay of a recorded run on every MoE layer. Each variant makes exactly `--tokens` new tokens
 (stop tokens suppressed); tokens/s is the median of interleaved repetitions. The goal: an active intervention
 costs at most 10 % of generation speed."""
 import argparse
@@ -13,7 +14,7 @@ import torch
 
 from cascade_lab.chat import PYTHON_TOOL, render_chat
 from cascade_lab.demo import TIR_INSTRUCTION, make_problems
-from cascade_lab.generate import generate, generate_ids
+from cascade_lab.generate import generate
 from cascade_lab.intervene import ablate, bias, intervene, replay
 from cascade_lab.model import load_model
 from cascade_lab.routing import moe_routers
@@ -39,13 +40,14 @@ def main():
         model.generation_config.min_new_tokens = n
         try:
             if not interventions:
-                return generate_ids(model, tok, [prompt], greedy=True, max_new_tokens=n)[0].timings["tokens_per_s"]
+                return generate(model, tok, chat, tools=[PYTHON_TOOL], greedy=True, max_new_tokens=n).timings["tokens_per_s"]
             with intervene(model, interventions):
-                return generate_ids(model, tok, [prompt], greedy=True, max_new_tokens=n)[0].timings["tokens_per_s"]
+                return generate(model, tok, chat, tools=[PYTHON_TOOL], greedy=True, max_new_tokens=n).timings["tokens_per_s"]
         finally:
             model.generation_config.min_new_tokens = None
 
     variants = {"no intervention": [], "ablate 1 expert, 1 layer": [ablate(layers[0], 3)],
+                "same, reasoning tokens only": [ablate(layers[0], 3, segment="reasoning")],
                 f"bias, all {len(layers)} layers": [bias(l, torch.linspace(-0.01, 0.01, E)) for l in layers],
                 f"replay, all {len(layers)} layers": replay(recorded)}
     for v in variants.values(): run(v)                               # warm-up

@@ -188,7 +188,7 @@ def _weights(scores: torch.Tensor, idx: torch.Tensor, router, drop: torch.Tensor
 
 def _same_set(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Per row: do the expert sets `a` and `b` ([T, k]) hold the same experts?"
-    return (a.sort(dim=-1).values == b.sort(dim=-1).values).all(dim=-1)
+    return (a[:, :, None] == b[:, None, :]).any(-1).all(-1)     # a row's experts are distinct: a subset of the same size
 
 def _past_len(kwargs) -> int:
     for key in ("past_key_values", "cache"):
@@ -211,7 +211,7 @@ class Intervened:
         self.segmented = any(iv.scope.segments is not None for iv in flat)
         self.live, self.in_run, self._mark = LiveSegments(), False, None
         self._handles, self._frame, self.forwards, self._recorded = [], None, 0, {}   # _recorded: tensors made once
-        self.stats = {i: {"in_scope": 0, "acted": 0} for i in range(len(flat))}
+        self._counts = {i: {"in_scope": [], "acted": []} for i in range(len(flat))}   # per pass: a count or a mask, summed when read
         self.changes = {l: [] for l in sorted({iv.layer for iv in flat})}   # per layer: (frame, wanted, applied) per pass
 
 def _kind_codes(segments) -> np.ndarray:
@@ -244,6 +244,7 @@ class _Frame:
     kinds: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
     fresh: torch.Tensor | None = None
+    replays: dict = field(default_factory=dict)    # per replayed run and scope: its rows at these positions, found once
 
 @patch
 def _before(self: Intervened, module, args, kwargs):
@@ -291,10 +292,10 @@ def _cols(self: Intervened, iv: Intervention, device) -> torch.Tensor:
 def _scoped(self: Intervened, i: int, iv: Intervention, f: _Frame):
     "The mask of the tokens in `iv`'s scope (None: all of them), counted."
     if iv.scope.everything:
-        self.stats[i]["in_scope"] += len(f.pos)
+        self._counts[i]["in_scope"].append(len(f.pos))
         return None
     m = iv.scope.mask(f.pos, f.ids, f.kinds)
-    self.stats[i]["in_scope"] += m.sum()
+    self._counts[i]["in_scope"].append(m)
     return m
 
 @patch
@@ -315,7 +316,7 @@ def _select(self: Intervened, select, router, scores, idx0, f: _Frame):
             else:
                 act = act & m
                 choice[:, cols] = torch.where(m[:, None], torch.full_like(choice[:, cols], fill), choice[:, cols])
-        self.stats[i]["acted"] += len(f.pos) if act is None else act.sum()
+        self._counts[i]["acted"].append(len(f.pos) if act is None else act)
         redo = None if act is None or redo is None and i != select[0][0] else act if redo is None else redo | act
     new = choice.topk(router.top_k, dim=-1, sorted=False)[1]
     moved = ~_same_set(new, idx0)
@@ -324,31 +325,51 @@ def _select(self: Intervened, select, router, scores, idx0, f: _Frame):
 
 # %% ../nbs/19_intervene.ipynb #aec980d0
 @patch
-def _recording(self: Intervened, i, iv, layer, device):
-    "A replayed run's experts, weights and recorded-row mask for `layer`, as tensors on `device`, made once."
-    key = (i, str(device))
+def _count(self: Intervened, i: int, key: str, since: int = 0) -> int:
+    "Tokens intervention `i` had in scope ('in_scope') or acted on ('acted'), over the passes from number `since` on."
+    return sum(int(x) if isinstance(x, int) else int(x.sum()) for x in self._counts[i][key][since:])
+
+@patch(as_prop=True)
+def stats(self: Intervened) -> dict:
+    "{intervention index: {'in_scope': tokens, 'acted': tokens}} over every forward pass so far."
+    return {i: {k: self._count(i, k) for k in c} for i, c in self._counts.items()}
+
+@patch
+def _recording(self: Intervened, iv, device):
+    "A replayed run as tensors on `device` (experts and weights [tokens, layers, k], recorded rows), made once."
+    key = (id(iv.routing), device)
     if key not in self._recorded:
-        R, slot = iv.routing, list(iv.routing.layers).index(layer)
+        R = iv.routing
         ok = getattr(R, "recorded", None)
         ok = np.ones(len(R.experts), bool) if ok is None else np.asarray(ok)
-        self._recorded[key] = (torch.as_tensor(np.asarray(R.experts)[:, slot], device=device),
-                               torch.as_tensor(np.asarray(R.weights)[:, slot], device=device), torch.as_tensor(ok, device=device))
+        self._recorded[key] = (torch.as_tensor(np.asarray(R.experts), device=device),
+                               torch.as_tensor(np.asarray(R.weights), device=device), torch.as_tensor(ok, device=device))
     return self._recorded[key]
+
+@patch
+def _replayed_rows(self: Intervened, iv, f: _Frame, device):
+    "For this pass: the replayed run's rows at its positions (experts, weights) and the tokens in scope, once for all layers."
+    key = (id(iv.routing), iv.scope)
+    if key not in f.replays:
+        experts, weights, ok = self._recording(iv, device)
+        at = f.pos.clamp(max=len(experts) - 1)
+        m = (f.pos < len(experts)) & ok[at]
+        if not iv.scope.everything: m &= iv.scope.mask(f.pos, f.ids, f.kinds)
+        f.replays[key] = (experts[at], weights[at], m)
+    return f.replays[key]
 
 @patch
 def _replay(self: Intervened, iv, i, layer, idx, w, scores, router, f: _Frame):
     "The replay stage for one recorded run: its expert sets (and weights) at the same positions."
-    experts, weights, ok = self._recording(i, iv, layer, idx.device)
-    at = f.pos.clamp(max=len(experts) - 1)
-    m = (f.pos < len(experts)) & ok[at]
-    if not iv.scope.everything: m &= iv.scope.mask(f.pos, f.ids, f.kinds)
-    self.stats[i]["in_scope"] += m.sum()
-    rec = experts[at].to(idx.dtype)
+    experts, weights, m = self._replayed_rows(iv, f, idx.device)
+    slot = list(iv.routing.layers).index(layer)
+    self._counts[i]["in_scope"].append(m)
+    rec = experts[:, slot].to(idx.dtype)
     if iv.weights == "recompute":
-        m &= ~_same_set(rec, idx)
+        m = m & ~_same_set(rec, idx)
         new_w = _weights(scores, rec, router)
-    else: new_w = weights[at].to(w.dtype)
-    self.stats[i]["acted"] += m.sum()
+    else: new_w = weights[:, slot].to(w.dtype)
+    self._counts[i]["acted"].append(m)
     return torch.where(m[:, None], rec, idx), torch.where(m[:, None], new_w, w)
 
 # %% ../nbs/19_intervene.ipynb #a1c77eb7
@@ -374,7 +395,7 @@ def _hook(self: Intervened, layer: int):
             hit = torch.isin(idx, self._cols(iv, idx.device))
             if m is not None: hit &= m[:, None]
             rows = hit.any(-1)
-            self.stats[i]["acted"] += rows.sum()
+            self._counts[i]["acted"].append(rows)
             if iv.mode == "zero": w = w.masked_fill(hit, 0.0)
             else: w = torch.where(rows[:, None], _weights(scores, idx, router, drop=hit), w)
         self.changes[layer].append((f, idx0, idx, w0, w))     # which rows changed is worked out when asked
@@ -397,7 +418,7 @@ def __exit__(self: Intervened, exc_type, *exc):
     self._handles, self._frame, self.in_run = [], None, False
     if exc_type is not None: return
     if self.forwards == 0: raise RuntimeError("intervene: the model never ran inside the `with` block; nothing was changed")
-    idle = [str(self.interventions[i]) for i, s in self.stats.items() if int(s["in_scope"]) == 0]
+    idle = [str(self.interventions[i]) for i in self._counts if self._count(i, "in_scope") == 0]
     if idle and self.strict: raise RuntimeError("intervene: these interventions matched no token that ran: " + "; ".join(idle))
 
 def intervene(model, interventions, segments=None, strict: bool = True) -> Intervened:
@@ -412,17 +433,19 @@ def intervene(model, interventions, segments=None, strict: bool = True) -> Inter
 def changed(self: Intervened, layer: int, since: int = 0) -> dict:
     """The tokens whose routing in MoE layer `layer` was changed (in the forward passes from number `since`): positions,
     trace indices and whether new to the run (inside a followed run; else -1, False), wanted and applied experts, weights."""
-    out = {k: [] for k in ("positions", "tokens", "fresh", "wanted", "applied", "wanted_weights", "applied_weights")}
-    for f, i0, i1, w0, w1 in self.changes[layer][since:]:
-        c = (i0 != i1).any(-1) | (w0 != w1).any(-1)
-        pos = f.pos[c]
-        out["positions"].append(pos)
-        out["tokens"].append(f.tokens[c] if f.tokens is not None else torch.full_like(pos, -1))
-        out["fresh"].append(f.fresh[c] if f.fresh is not None else torch.zeros_like(pos, dtype=torch.bool))
-        for k, t in zip(("wanted", "applied", "wanted_weights", "applied_weights"), (i0, i1, w0, w1)): out[k].append(t[c])
-    k = next(iter(self.routers.values())).top_k
-    empty = {"positions": (0,), "tokens": (0,), "fresh": (0,)}
-    return {n: torch.cat(v).cpu().numpy() if v else np.zeros(empty.get(n, (0, k))) for n, v in out.items()}
+    parts = self.changes[layer][since:]
+    names = ("wanted", "applied", "wanted_weights", "applied_weights")
+    if not parts:
+        k = next(iter(self.routers.values())).top_k
+        return {"positions": np.zeros(0, np.int64), "tokens": np.zeros(0, np.int64), "fresh": np.zeros(0, bool),
+                **{n: np.zeros((0, k)) for n in names}}
+    cat = lambda ts: torch.cat([t.reshape(len(p[0].pos), -1) if t.dim() > 1 else t for t, p in zip(ts, parts)])
+    pos = cat([p[0].pos for p in parts])
+    out = {"positions": pos, "tokens": cat([p[0].tokens if p[0].tokens is not None else torch.full_like(p[0].pos, -1) for p in parts]),
+           "fresh": cat([p[0].fresh if p[0].fresh is not None else torch.zeros_like(p[0].pos, dtype=torch.bool) for p in parts]),
+           **{n: cat([p[j + 1] for p in parts]) for j, n in enumerate(names)}}
+    c = (out["wanted"] != out["applied"]).any(-1) | (out["wanted_weights"] != out["applied_weights"]).any(-1)
+    return {n: v[c].cpu().numpy() for n, v in out.items()}
 
 @patch(as_prop=True)
 def report(self: Intervened) -> list[dict]:
@@ -431,8 +454,8 @@ def report(self: Intervened) -> list[dict]:
     for i, iv in enumerate(self.interventions):
         c = self.changed(iv.layer)
         swapped = int((~(c["applied"][:, :, None] == c["wanted"][:, None, :]).any(-1)).sum()) if len(c["positions"]) else 0
-        out.append({"intervention": str(iv), "layer": iv.layer, "tokens_in_scope": int(self.stats[i]["in_scope"]),
-                    "tokens_acted_on": int(self.stats[i]["acted"]), "layer_tokens_changed": len(c["positions"]),
+        out.append({"intervention": str(iv), "layer": iv.layer, "tokens_in_scope": self._count(i, "in_scope"),
+                    "tokens_acted_on": self._count(i, "acted"), "layer_tokens_changed": len(c["positions"]),
                     "layer_experts_swapped": swapped})
     return out
 
@@ -450,7 +473,7 @@ def _event(self: Intervened, ev) -> None:
     self.live(ev)
     if isinstance(ev, RunStarted):
         self.in_run = True
-        self._mark = ({l: len(c) for l, c in self.changes.items()}, {i: {k: int(v) for k, v in s.items()} for i, s in self.stats.items()})
+        self._mark = ({l: len(c) for l, c in self.changes.items()}, {i: {k: len(v) for k, v in c.items()} for i, c in self._counts.items()})
     elif isinstance(ev, RunFinished) and self._mark is not None:
         self.in_run, (since, before) = False, self._mark
         if ev.trace is not None: ev.trace.meta["interventions"] = self._run_record(since, before)
@@ -459,8 +482,8 @@ def _event(self: Intervened, ev) -> None:
 @patch
 def _run_record(self: Intervened, since: dict, before: dict) -> dict:
     "The record a run's trace keeps: interventions, per-run counts, and the wanted routing of the tokens changed."
-    report = [{"intervention": str(iv), "tokens_in_scope": int(self.stats[i]["in_scope"]) - before[i]["in_scope"],
-               "tokens_acted_on": int(self.stats[i]["acted"]) - before[i]["acted"]} for i, iv in enumerate(self.interventions)]
+    report = [{"intervention": str(iv), "tokens_in_scope": self._count(i, "in_scope", before[i]["in_scope"]),
+               "tokens_acted_on": self._count(i, "acted", before[i]["acted"])} for i, iv in enumerate(self.interventions)]
     wanted = {}
     for layer in self.changes:
         c = self.changed(layer, since[layer])
