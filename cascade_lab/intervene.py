@@ -23,7 +23,7 @@ from .trace import SEGMENT_KINDS, Trace
 # %% auto #0
 __all__ = ['ABLATE_MODES', 'Scope', 'LiveSegments', 'Intervention', 'ablate', 'force', 'bias', 'replay', 'Intervened',
            'intervene', 'wanted_routing', 'rescore', 'routing_diff', 'risk_difference', 'npmi', 'RunComparison',
-           'compare_runs', 'Experiment', 'experiment']
+           'compare_runs', 'Experiment', 'experiment', 'RunsView']
 
 # %% ../nbs/19_intervene.ipynb #c5280d6f
 _KIND = {k: i for i, k in enumerate(SEGMENT_KINDS)}      # segment kind -> code in a forward pass's kinds tensor
@@ -786,3 +786,67 @@ def experiment(model, tokenizer, conditions: dict, problems=None, n: int = 16, s
                 bar.update()
     bar.close()
     return Experiment(problems, runs, cmps)
+
+# %% ../nbs/19_intervene.ipynb #b0974362
+import html
+
+import ipywidgets as widgets
+
+from .compare import CompareView
+
+def _summary_html(a: Trace, b: Trace, c: RunComparison) -> str:
+    "The runs' answers and grades, the first divergence and what each wrote there, the KL figures."
+    esc = lambda s: html.escape(str(s))
+    rows = "".join(f"<tr><td><b>{esc(l)}</b></td><td>{len(t):,}</td><td>{esc(ans)}</td><td>{'' if ok is None else ('right' if ok else 'wrong')}</td></tr>"
+                   for l, t, ans, ok in zip(c.labels, (a, b), c.answers, c.correct))
+    d = c.first_divergence
+    if d is None: div = "the same tokens throughout"
+    else:
+        tok = lambda t: esc(repr(t.tokens[d])) if d < len(t) else "(ended)"
+        g0 = a.steps[0].generated[0] if a.steps else 0
+        div = f"first divergence at token {d:,} (generated token {d - g0:,}): {esc(c.labels[0])} wrote {tok(a)}, {esc(c.labels[1])} wrote {tok(b)}"
+    kl = (f"KL on {esc(c.forced)}'s tokens: mean {c.mean_kl:.4f}, max {np.nanmax(c.kl):.4f} nats" if np.isfinite(c.kl).any()
+          else "KL not computed (give compare_runs the model)")
+    return (f"<div class='cl-runs-summary'><table><tr><th>run</th><th>tokens</th><th>answer</th><th>grade</th></tr>{rows}</table>"
+            f"<p class='cl-runs-divergence'>{div}</p><p>{kl}</p></div>")
+
+def _kl_svg(c: RunComparison, width: int = 900, height: int = 70) -> str:
+    "The per-token KL along the forced run as an SVG line, the first divergence marked in red."
+    kl = np.nan_to_num(c.kl, nan=0.0)
+    if not len(kl) or kl.max() <= 0: return "<div class='cl-runs-kl'>no KL to draw</div>"
+    x = np.arange(len(kl)) * (width / max(len(kl) - 1, 1))
+    y = height - 4 - (height - 8) * kl / kl.max()
+    pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y))
+    mark = "" if c.first_divergence is None else f"<line x1='{x[min(c.first_divergence, len(x) - 1)]:.1f}' x2='{x[min(c.first_divergence, len(x) - 1)]:.1f}' y1='0' y2='{height}' stroke='#d62728' stroke-width='2'/>"
+    return (f"<div class='cl-runs-kl'><div>per-token KL on {html.escape(c.forced)}'s tokens (max {kl.max():.4f} nats)</div>"
+            f"<svg width='{width}' height='{height}' style='background:#f7f7f7'><polyline fill='none' stroke='#1f77b4' points='{pts}'/>{mark}</svg></div>")
+
+# %% ../nbs/19_intervene.ipynb #4cd60406
+def _diff_html(d: dict) -> str:
+    "`routing_diff`'s table: MoE layers down, segment kinds across; each cell the Jaccard and the load divergence."
+    kinds = [k for k in SEGMENT_KINDS if k in d]
+    if not kinds: return "<div class='cl-runs-diff'>no aligned tokens to compare</div>"
+    head = "".join(f"<th>{k} ({d[k]['tokens']:,} tokens)</th>" for k in kinds)
+    rows = []
+    for j, layer in enumerate(d["layers"]):
+        cells = "".join(f"<td style='background: rgba(214, 39, 40, {min(1.0, 1 - float(d[k]['jaccard'][j])) * 0.8 + 0.02:.2f})'>"
+                        f"{float(d[k]['jaccard'][j]):.3f} <small>JS {float(d[k]['load_js'][j]):.3f}</small></td>" for k in kinds)
+        rows.append(f"<tr><td>layer {layer}</td>{cells}</tr>")
+    return (f"<div class='cl-runs-diff'><div>routing difference on the {d['aligned_tokens']:,} aligned tokens: Jaccard of the "
+            f"expert sets (redder: less alike), JS: Jensen-Shannon divergence of the expert load (bits)</div>"
+            f"<table><tr><th>MoE layer</th>{head}</tr>{''.join(rows)}</table></div>")
+
+class RunsView(widgets.VBox):
+    "Two runs of one prompt in one view: summary, per-token KL, both routings aligned, routing difference by layer and segment."
+    def __init__(self, a: Trace, b: Trace, comparison: RunComparison | None = None, labels=("A", "B"), detail: str = "top1"):
+        self.comparison = comparison if comparison is not None else compare_runs(a, b, labels=labels)
+        labels = self.comparison.labels
+        self.diff = routing_diff(a, b)
+        self.routing = CompareView(a, b, labels=labels, detail=detail)
+        self.summary = widgets.HTML(_summary_html(a, b, self.comparison))
+        self.kl = widgets.HTML(_kl_svg(self.comparison))
+        self.table = widgets.HTML(_diff_html(self.diff))
+        super().__init__([self.summary, self.kl, self.routing, self.table])
+
+    def __repr__(self):
+        return f"RunsView({self.comparison!r})"

@@ -1,5 +1,5 @@
 """The built documentation site (`make docs` -> docs/_build/html): every internal link and anchor resolves, and in
-headless chromium the quickstart, routing-study and TIR pages render their widgets and figures from the stored
+headless chromium the quickstart, routing-study, TIR and interventions pages render their widgets and figures from the stored
 state with no request leaving loopback: a canvas draws, a plotly figure has its traces, hovering the routing grid
 shows a token's experts, the stepper's next button changes the step.
 
@@ -203,6 +203,23 @@ def test_tir_walkthrough_stepper_steps(chromium, server):
     m0, m1 = re.search(r"step (\d+)", before), re.search(r"step (\d+)", after)
     assert m0 and m1 and int(m1.group(1)) == int(m0.group(1)) + 1, (before, after)
     p.shot("next-step")
+    p.close()
+
+
+def test_intervene_runs_view_draws(chromium, server):
+    "The RunsView of the interventions page: its summary, the KL line with the divergence marked, the aligned routing."
+    p = _Page(chromium, server, "intervene.html", "intervene")
+    first = p.wait("() => document.querySelector('.cl-runs-summary') !== null && document.querySelector('.cl-runs-diff') !== null"
+                   " && [...document.querySelectorAll('.widget-subarea canvas')].length > 0", "the runs view")
+    print(f"\n[docs] intervene: loaded {p.loaded:.2f} s, runs view drawn {first:.2f} s")
+    summary = p.page.locator(".cl-runs-divergence").first.inner_text()
+    rows = p.page.evaluate("document.querySelector('.cl-runs-diff table').rows.length")
+    marks = p.page.evaluate("document.querySelectorAll('.cl-runs-kl line').length")
+    print(f"[docs] runs view: {summary!r}; {rows} rows in the difference table; {marks} divergence mark")
+    assert "first divergence at token" in summary and rows >= 2 and marks == 1, (summary, rows, marks)
+    ink = _ink(p.page, ".cl-cv canvas")
+    assert ink and max(c["ink"] for c in ink) > 1000, f"the aligned routing's canvas is blank: {ink}"
+    p.shot("runs-view")
     p.close()
 
 
