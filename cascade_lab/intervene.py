@@ -811,15 +811,18 @@ def _summary_html(a: Trace, b: Trace, c: RunComparison) -> str:
             f"<p class='cl-runs-divergence'>{div}</p><p>{kl}</p></div>")
 
 def _kl_svg(c: RunComparison, width: int = 900, height: int = 70) -> str:
-    "The per-token KL along the forced run as an SVG line, the first divergence marked in red."
-    kl = np.nan_to_num(c.kl, nan=0.0)
-    if not len(kl) or kl.max() <= 0: return "<div class='cl-runs-kl'>no KL to draw</div>"
+    "The per-token KL along the forced run's generated tokens as an SVG line, the first divergence marked in red."
+    at = np.flatnonzero(np.isfinite(c.kl))
+    if not len(at) or np.nanmax(c.kl) <= 0: return "<div class='cl-runs-kl'>no KL to draw</div>"
+    kl = c.kl[at]
     x = np.arange(len(kl)) * (width / max(len(kl) - 1, 1))
     y = height - 4 - (height - 8) * kl / kl.max()
     pts = " ".join(f"{a:.1f},{b:.1f}" for a, b in zip(x, y))
-    mark = "" if c.first_divergence is None else f"<line x1='{x[min(c.first_divergence, len(x) - 1)]:.1f}' x2='{x[min(c.first_divergence, len(x) - 1)]:.1f}' y1='0' y2='{height}' stroke='#d62728' stroke-width='2'/>"
-    return (f"<div class='cl-runs-kl'><div>per-token KL on {html.escape(c.forced)}'s tokens (max {kl.max():.4f} nats)</div>"
-            f"<svg width='{width}' height='{height}' style='background:#f7f7f7'><polyline fill='none' stroke='#1f77b4' points='{pts}'/>{mark}</svg></div>")
+    past = np.flatnonzero(at >= (c.first_divergence if c.first_divergence is not None else len(c.kl)))
+    mark = "" if not len(past) else f"<line x1='{x[past[0]]:.1f}' x2='{x[past[0]]:.1f}' y1='0' y2='{height}' stroke='#d62728' stroke-width='2'/>"
+    return (f"<div class='cl-runs-kl'><div>per-token KL on {html.escape(c.forced)}'s {len(at):,} generated tokens (max "
+            f"{kl.max():.4f} nats; red: the first divergence)</div><svg width='{width}' height='{height}' style='background:#f7f7f7'>"
+            f"<polyline fill='none' stroke='#1f77b4' points='{pts}'/>{mark}</svg></div>")
 
 # %% ../nbs/19_intervene.ipynb #4cd60406
 def _diff_html(d: dict) -> str:
