@@ -1,4 +1,4 @@
-"""Ablate, force, bias or replay experts in any MoE layer, scoped to token positions or token ids, with a report of what each intervention changed; hooks on the routers, no forked model code.
+"""Ablate, force, bias or replay experts in any MoE layer, scoped to token positions, token ids or segment kinds decided as tokens are generated; each run's trace records what changed; paired comparisons, experiments and a view of two runs.
 
 Docs: https://cascade-lab.github.io/cascade-lab/intervene.html.md"""
 
