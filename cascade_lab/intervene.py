@@ -301,7 +301,7 @@ def _scoped(self: Intervened, i: int, iv: Intervention, f: _Frame):
 @patch
 def _select(self: Intervened, select, router, scores, idx0, f: _Frame):
     "The selection stage: the experts after the choice-score interventions `select`, and the rows that moved."
-    choice, redo = scores + router.e_score_correction_bias, None
+    choice, redo, every = scores + router.e_score_correction_bias, None, False    # every: some intervention acts on all rows
     for i, iv in select:
         m = self._scoped(i, iv, f)
         if iv.kind == "bias":
@@ -317,10 +317,11 @@ def _select(self: Intervened, select, router, scores, idx0, f: _Frame):
                 act = act & m
                 choice[:, cols] = torch.where(m[:, None], torch.full_like(choice[:, cols], fill), choice[:, cols])
         self._counts[i]["acted"].append(len(f.pos) if act is None else act)
-        redo = None if act is None or redo is None and i != select[0][0] else act if redo is None else redo | act
+        if act is None: every = True
+        else: redo = act if redo is None else redo | act
     new = choice.topk(router.top_k, dim=-1, sorted=False)[1]
     moved = ~_same_set(new, idx0)
-    if redo is not None: moved &= redo           # rows no intervention acted on keep the router's own choice
+    if not every: moved &= redo                  # rows no intervention acted on keep the router's own choice
     return torch.where(moved[:, None], new, idx0), moved
 
 # %% ../nbs/19_intervene.ipynb #aec980d0
@@ -710,6 +711,8 @@ def compare_runs(a: Trace, b: Trace, model=None, *, a_interventions=(), b_interv
                          (_graded(a), _graded(b)), layers, jac)
 
 # %% ../nbs/19_intervene.ipynb #4b91208f
+import contextlib
+
 from tqdm.auto import tqdm
 
 from .demo import SEEDS, make_problems
@@ -760,17 +763,18 @@ class Experiment:
 
 # %% ../nbs/19_intervene.ipynb #82c32a07
 def experiment(model, tokenizer, conditions: dict, problems=None, n: int = 16, seed: int = SEEDS["eval"],
-               baseline: list | None = None, progress: bool = True, **solve_options) -> Experiment:
+               baseline: list | None = None, progress: bool = True, sandbox=None, **solve_options) -> Experiment:
     """Solve `problems` (default: `n` demo problems from `seed`) with the tool, without intervention (or take the
     `baseline` traces of an earlier experiment) and under each of `conditions` ({label: interventions}); compare
-    each run with its baseline (`compare_runs`, KL on the baseline's tokens). `solve_options` go to `solve_demo`."""
+    each run with its baseline (`compare_runs`, KL on the baseline's tokens). `sandbox`: a `PythonSandbox` to use
+    (reset before each run; None: one of its own). `solve_options` go to `solve_demo`."""
     if not conditions or not isinstance(conditions, dict): raise ValueError("conditions: a dict {label: [interventions]} with at least one entry")
     if "baseline" in conditions: raise ValueError("'baseline' names the runs without intervention; give the conditions other labels")
     problems = list(problems) if problems is not None else make_problems(n, seed)
     if baseline is not None and len(baseline) != len(problems): raise ValueError(f"baseline has {len(baseline)} traces for {len(problems)} problems")
     runs, cmps = {"baseline": list(baseline or [])}, {}
     bar = tqdm(total=len(problems) * (len(conditions) + (baseline is None)), desc="experiment", disable=not progress)
-    with PythonSandbox(timeout=30) as sb:
+    with (contextlib.nullcontext(sandbox) if sandbox is not None else PythonSandbox(timeout=30)) as sb:
         def solve(q, a, ivs):
             sb.reset()
             kw = dict(sandbox=sb, reference=a, record_routing=True, **solve_options)

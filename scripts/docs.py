@@ -445,6 +445,10 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, default=2, help="notebooks executed at once")
     a = ap.parse_args(argv)
     t = time.time()
+    # Kernels run `jobs` at once; each gets its share of the cores for torch's OpenMP threads. Oversubscribed, the
+    # spinning threads of two kernels decoding token by token slowed one notebook tenfold (past the cell timeout).
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, a.jobs)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(var, threads)
     vendor_assets()
     pages = build_sources(not a.no_exec_cache, a.jobs)
     sphinx_build()

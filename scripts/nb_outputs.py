@@ -237,6 +237,10 @@ def main(argv=None):
     if missing := [f for f in files if not f.exists()]: sys.exit(f"nb_outputs: no such notebook: {', '.join(map(str, missing))}")
     cell_timeout = a.cell_timeout if a.cell_timeout is not None else cfg.cell_timeout
     n_workers = a.n_workers if a.n_workers is not None else (0 if len(files) == 1 else min(os.cpu_count() or 1, 8))
+    # each worker gets its share of the cores for torch's OpenMP threads: oversubscribed, two workers decoding token
+    # by token ran 5x slower each (their threads spin against each other); set before any worker imports torch
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, n_workers)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"): os.environ.setdefault(var, threads)
 
     texts = {f: f.read_text(encoding="utf-8") for f in files}   # as they were when they ran
     t0 = time.time()

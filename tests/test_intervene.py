@@ -153,3 +153,16 @@ def test_compare_runs_kl_is_zero_without_a_change_and_positive_with_one(model, t
     assert c.jaccard[0] < 1
     gen = a.generated_mask()
     assert np.isfinite(c.kl[gen][1:]).all() and np.nanmean(c.kl) > 0 and np.isnan(c.kl[~gen]).all()
+
+
+def test_experiment_table_on_two_problems(model, tok):
+    "The experiment's plumbing with its own sandbox: a baseline and one condition, two problems, every column filled."
+    from cascade_lab.intervene import experiment
+    ex = experiment(model, tok, {"ablated": [ablate(1, [0, 1, 2])]}, n=2, progress=False, max_steps=2, max_new_tokens=24)
+    rows = ex.table
+    assert [r["condition"] for r in rows] == ["baseline", "ablated"] and all(r["runs"] == 2 for r in rows)
+    assert len(ex.comparisons["ablated"]) == 2 and all(c.labels == ("baseline", "ablated") for c in ex.comparisons["ablated"])
+    for t in ex.runs["ablated"]:
+        assert t.meta["interventions"]["interventions"][0]["experts"] == [0, 1, 2] and "grade" in t.meta
+    assert "condition" in repr(ex).splitlines()[0]
+    with pytest.raises(ValueError, match="'baseline' names the runs"): experiment(model, tok, {"baseline": []})
