@@ -474,15 +474,21 @@ def _event(self: Intervened, ev) -> None:
     self.live(ev)
     if isinstance(ev, RunStarted):
         self.in_run = True
-        self._mark = ({l: len(c) for l, c in self.changes.items()}, {i: {k: len(v) for k, v in c.items()} for i, c in self._counts.items()})
+        self._mark = ({l: len(c) for l, c in self.changes.items()}, {i: {k: len(v) for k, v in c.items()} for i, c in self._counts.items()},
+                      self.forwards)
     elif isinstance(ev, RunFinished) and self._mark is not None:
-        self.in_run, (since, before) = False, self._mark
-        if ev.trace is not None: ev.trace.meta["interventions"] = self._run_record(since, before)
+        self.in_run, (since, before, forwards) = False, self._mark
+        if ev.trace is not None: ev.trace.meta["interventions"] = self._run_record(since, before, self.forwards > forwards)
         self._mark = None
 
 @patch
-def _run_record(self: Intervened, since: dict, before: dict) -> dict:
-    "The record a run's trace keeps: interventions, per-run counts, and the wanted routing of the tokens changed."
+def _run_record(self: Intervened, since: dict, before: dict, ran: bool = True) -> dict:
+    """The record a run's trace keeps: interventions, per-run counts, and the wanted routing of the tokens changed.
+    A run whose passes came before its events (a row of a batch) gets the interventions and a note, not counts."""
+    if not ran:
+        return {"interventions": [iv.describe() for iv in self.interventions], "report": None, "wanted": {},
+                "note": "this run was one row of a batch: the interventions were active on it, but its forward passes ran "
+                        "before its events, so per-run counts and the wanted routing were not recorded"}
     report = [{"intervention": str(iv), "tokens_in_scope": self._count(i, "in_scope", before[i]["in_scope"]),
                "tokens_acted_on": self._count(i, "acted", before[i]["acted"])} for i, iv in enumerate(self.interventions)]
     wanted = {}
@@ -498,6 +504,7 @@ def wanted_routing(trace: Trace):
     "The routing the router wanted on `trace`'s tokens, before the interventions its meta records changed it."
     rec = trace.meta.get("interventions")
     if not rec: raise ValueError("this trace records no interventions: it was not generated inside `with intervene(...)`")
+    if rec.get("note"): raise ValueError(f"no wanted routing was recorded for this trace: {rec['note']}")
     r = trace.routing
     if r is None: raise ValueError(f"this trace has no routing ({trace.routing_note})")
     ex, wt = r.experts.copy(), None if r.weights is None else r.weights.copy()

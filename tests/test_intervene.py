@@ -166,3 +166,13 @@ def test_experiment_table_on_two_problems(model, tok):
         assert t.meta["interventions"]["interventions"][0]["experts"] == [0, 1, 2] and "grade" in t.meta
     assert "condition" in repr(ex).splitlines()[0]
     with pytest.raises(ValueError, match="'baseline' names the runs"): experiment(model, tok, {"baseline": []})
+
+
+def test_a_batch_row_records_the_interventions_and_says_why_no_counts(model, tok):
+    "A batched generate replays each row's events after the batch ran: the traces say so instead of recording zeros."
+    ivs = [ablate(1, [0, 1, 2])]
+    with intervene(model, ivs): rows = generate(model, tok, [CHAT, CHAT], max_new_tokens=8, greedy=True)
+    for tr in rows:
+        rec = tr.meta["interventions"]
+        assert rec["interventions"][0]["experts"] == [0, 1, 2] and rec["report"] is None and "one row of a batch" in rec["note"]
+        with pytest.raises(ValueError, match="one row of a batch"): wanted_routing(tr)
