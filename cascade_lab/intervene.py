@@ -451,9 +451,9 @@ def changed(self: Intervened, layer: int, since: int = 0) -> dict:
 @patch(as_prop=True)
 def report(self: Intervened) -> list[dict]:
     "Per intervention: tokens in its scope and acted on; per layer, tokens whose routing changed and experts swapped."
-    out = []
+    out, by_layer = [], {l: self.changed(l) for l in self.changes}     # once per layer, shared by its interventions
     for i, iv in enumerate(self.interventions):
-        c = self.changed(iv.layer)
+        c = by_layer[iv.layer]
         swapped = int((~(c["applied"][:, :, None] == c["wanted"][:, None, :]).any(-1)).sum()) if len(c["positions"]) else 0
         out.append({"intervention": str(iv), "layer": iv.layer, "tokens_in_scope": self._count(i, "in_scope"),
                     "tokens_acted_on": self._count(i, "acted"), "layer_tokens_changed": len(c["positions"]),
